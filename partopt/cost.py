@@ -1,0 +1,101 @@
+"""The one cost model: FLOPs of a region, compute time, transfer time, weight bytes.
+
+Every method, every solver and :func:`partopt.plan.evaluate` use these functions, so a gap
+between a heuristic and an exact model is never an artefact of two cost models.
+
+Formulas (batch N, an output region of V elements per batch item, float32 = 4 bytes):
+
+- conv: ``2 * (C_in_used / groups_in_region) * kh * kw * V * N`` FLOPs (2 x MACs; the bias
+  add is not counted). A partial-sum conv over input channels [a, b) uses ``b - a``.
+- linear: ``2 * F_in * V * N``; batch norm: ``2 * V * N``; element-wise activation and add:
+  ``V * N`` (an add of two tensors); max/avg pool: ``kh * kw * V * N``; adaptive average
+  pool: the sum of its bins' sizes; flatten, dropout, concat: 0.
+- compute time (s) = FLOPs / device FLOP/s.
+- transfer time (s) = latency_s + bytes / bandwidth (bytes/s) of the ordered pair.
+- weights a device holds for an op (bytes): the union of the weight slices its tasks touch
+  (conv: output-channel rows x input-channel columns of W plus those bias entries; batch norm:
+  4 vectors over its channels; linear: rows of W and bias), each counted once per device.
+
+Example:
+    >>> from partopt.cost import transfer_time
+    >>> round(transfer_time(1_000_000, bandwidth_bytes_per_s=10e6, latency_s=0.002), 6)
+    0.102
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable, Optional
+
+from .geometry import Box, adaptive_window_1d
+
+if TYPE_CHECKING:
+    from .graph import Op
+
+
+def region_flops(op: "Op", box: Box, in_channels: Optional[tuple[int, int]] = None) -> int:
+    """FLOPs to compute ``box`` of ``op``'s output (whole batch)."""
+    v = box.volume
+    if v == 0:
+        return 0
+    n = op.batch
+    k = op.kind
+    if k == "conv":
+        kh, kw = op.kernel
+        if in_channels is not None:
+            cin_used = in_channels[1] - in_channels[0]
+            return 2 * cin_used * kh * kw * v * n
+        cin = op.in_chw[0]
+        return 2 * (cin // op.groups) * kh * kw * v * n
+    if k == "linear":
+        return 2 * op.in_chw[0] * v * n
+    if k == "bn":
+        return 2 * v * n
+    if k == "act":
+        return v * n
+    if k == "add":
+        return (len(op.inputs) - 1) * v * n
+    if k in ("maxpool", "avgpool"):
+        return op.kernel[0] * op.kernel[1] * v * n
+    if k == "adaptive_avgpool":
+        _, ih, iw = op.in_chw
+        _, oh, ow = op.out_chw
+        hs = sum(b - a for a, b in (adaptive_window_1d(i, i + 1, ih, oh) for i in range(box.h0, box.h1)))
+        ws = sum(b - a for a, b in (adaptive_window_1d(j, j + 1, iw, ow) for j in range(box.w0, box.w1)))
+        return (box.c1 - box.c0) * hs * ws * n
+    return 0  # flatten, dropout, concat move no arithmetic
+
+
+def weight_bytes(op: "Op", rects: Iterable[tuple[int, int, int, int]]) -> int:
+    """Bytes of ``op``'s parameters a device holds, given the (c_out0, c_out1, c_in0, c_in1)
+    slices its tasks use; overlapping slices are counted once."""
+    from .geometry import union_volume
+
+    rects = [r for r in rects if r[1] > r[0] and r[3] > r[2]]
+    if not rects or op.param_bytes == 0:
+        return 0
+    e = op.elem_bytes
+    if op.kind == "conv":
+        kh, kw = op.kernel
+        cin_g = op.in_chw[0] // op.groups
+        if op.groups == 1:
+            area = union_volume(Box(a, b, c, d, 0, 1) for a, b, c, d in rects)
+        else:  # each output channel has cin/groups weights; slicing inputs is a groups=1 notion
+            area = union_volume(Box(a, b, 0, 1, 0, 1) for a, b, _, _ in rects) * cin_g
+        bias = union_volume(Box(a, b, 0, 1, 0, 1) for a, b, _, _ in rects) if op.bias else 0
+        return (area * kh * kw + bias) * e
+    if op.kind == "linear":
+        rows = union_volume(Box(a, b, 0, 1, 0, 1) for a, b, _, _ in rects)
+        return (rows * op.in_chw[0] + (rows if op.bias else 0)) * e
+    if op.kind == "bn":
+        chans = union_volume(Box(a, b, 0, 1, 0, 1) for a, b, _, _ in rects)
+        return min(op.param_bytes, 4 * chans * e)
+    return 0
+
+
+def compute_time(flops: float, flops_per_s: float) -> float:
+    """Seconds to run ``flops`` FLOPs on a device of ``flops_per_s`` FLOP/s."""
+    return flops / flops_per_s
+
+
+def transfer_time(nbytes: float, bandwidth_bytes_per_s: float, latency_s: float) -> float:
+    """Seconds for one message of ``nbytes`` bytes: latency + bytes / bandwidth."""
+    return latency_s + nbytes / bandwidth_bytes_per_s
