@@ -143,7 +143,7 @@ def union_volume(boxes: Iterable[Box]) -> int:
         axes.append(sorted({v for b in bs for v in (b.to_list()[lo], b.to_list()[hi])}))
     grid = np.zeros([len(a) - 1 for a in axes], dtype=bool)
     for b in bs:
-        idx = [np.searchsorted(axes[i], v) for i, v in enumerate(b.to_list())]
+        idx = [int(np.searchsorted(axes[i // 2], v)) for i, v in enumerate(b.to_list())]
         grid[idx[0]:idx[1], idx[2]:idx[3], idx[4]:idx[5]] = True
     sizes = [np.diff(a) for a in axes]
     cell = sizes[0][:, None, None] * sizes[1][None, :, None] * sizes[2][None, None, :]

@@ -1,0 +1,260 @@
+"""Devices and the network between them; presets; JSON/TOML files.
+
+A :class:`Cluster` has devices (name, FLOP/s, memory bytes), a bandwidth in bytes/s for every
+ordered pair, a per-message latency in seconds, and a link model:
+
+- ``mesh``: full-duplex point-to-point links; each ordered pair carries one message at a time,
+  different pairs in parallel.
+- ``shared``: one shared medium (as one Wi-Fi channel): one message at a time in the whole
+  cluster.
+
+File format (JSON, or the same keys in TOML)::
+
+    {"name": "lab", "link": "shared", "latency_s": 0.002, "bandwidth_bytes_per_s": 6.25e6,
+     "devices": [{"name": "pi0", "flops_per_s": 8e9, "memory_bytes": 1610612736}, ...],
+     "links": [{"src": "pi0", "dst": "pi1", "bandwidth_bytes_per_s": 1.25e7}]}
+
+``links`` is optional and overrides the default bandwidth of single ordered pairs.
+
+Example:
+    >>> from partopt.cluster import preset
+    >>> c = preset("pi4x4")
+    >>> [d.name for d in c.devices], c.link
+    (['pi0', 'pi1', 'pi2', 'pi3'], 'shared')
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from .errors import ClusterError, UnknownPresetError
+
+GiB = 1024 ** 3
+MiB = 1024 ** 2
+LINK_MODELS = ("mesh", "shared")
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device: ``flops_per_s`` (FLOP/s it sustains on CNN ops) and ``memory_bytes`` for the model."""
+
+    name: str
+    flops_per_s: float
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Devices, ordered-pair bandwidths (bytes/s), per-message latency (s) and the link model."""
+
+    name: str
+    devices: tuple[Device, ...]
+    bandwidth: dict[tuple[str, str], float] = field(hash=False)
+    latency_s: float = 0.0
+    link: str = "mesh"
+
+    def __post_init__(self):
+        _validate(self)
+
+    # -- queries -------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.devices]
+
+    def device(self, name: str) -> Device:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise ClusterError(f"cluster {self.name!r} has no device {name!r}; devices: {', '.join(self.names)}")
+
+    def bw(self, src: str, dst: str) -> float:
+        """Bandwidth in bytes/s from ``src`` to ``dst``."""
+        return self.bandwidth[(src, dst)]
+
+    @property
+    def fastest(self) -> Device:
+        return max(self.devices, key=lambda d: (d.flops_per_s, d.memory_bytes))
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    def scaled(self, bandwidth_factor: float = 1.0, name: Optional[str] = None) -> "Cluster":
+        """The same cluster with every bandwidth multiplied by ``bandwidth_factor``."""
+        return Cluster(name or f"{self.name}-bw{bandwidth_factor:g}", self.devices,
+                       {k: v * bandwidth_factor for k, v in self.bandwidth.items()}, self.latency_s, self.link)
+
+    def subset(self, names: list[str]) -> "Cluster":
+        devs = tuple(self.device(n) for n in names)
+        return Cluster(f"{self.name}[{','.join(names)}]", devs,
+                       {(a, b): v for (a, b), v in self.bandwidth.items() if a in names and b in names},
+                       self.latency_s, self.link)
+
+    # -- files ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        bws = sorted(set(self.bandwidth.values()))
+        default = max(bws, key=lambda v: list(self.bandwidth.values()).count(v)) if bws else 0.0
+        links = [{"src": a, "dst": b, "bandwidth_bytes_per_s": v}
+                 for (a, b), v in sorted(self.bandwidth.items()) if v != default]
+        return {"name": self.name, "link": self.link, "latency_s": self.latency_s,
+                "bandwidth_bytes_per_s": default,
+                "devices": [{"name": d.name, "flops_per_s": d.flops_per_s, "memory_bytes": d.memory_bytes}
+                            for d in self.devices],
+                "links": links}
+
+    @staticmethod
+    def from_dict(data: Any, where: str = "cluster") -> "Cluster":
+        """Build and validate a cluster from the file format above (raises ClusterError)."""
+        if not isinstance(data, dict):
+            raise ClusterError(f"{where}: expected an object with 'devices'")
+        unknown = set(data) - {"name", "link", "latency_s", "bandwidth_bytes_per_s", "devices", "links"}
+        if unknown:
+            raise ClusterError(f"{where}: unknown keys {sorted(unknown)}")
+        devs = data.get("devices")
+        if not isinstance(devs, list) or not devs:
+            raise ClusterError(f"{where}: 'devices' must be a non-empty list")
+        devices = []
+        for i, d in enumerate(devs):
+            if not isinstance(d, dict):
+                raise ClusterError(f"{where}: device {i} must be an object")
+            missing = {"name", "flops_per_s", "memory_bytes"} - set(d)
+            if missing:
+                raise ClusterError(f"{where}: device {i} lacks {sorted(missing)}")
+            extra = set(d) - {"name", "flops_per_s", "memory_bytes"}
+            if extra:
+                raise ClusterError(f"{where}: device {i} has unknown keys {sorted(extra)}")
+            devices.append(Device(str(d["name"]), _num(d["flops_per_s"], f"{where}: device {d['name']} flops_per_s"),
+                                  int(_num(d["memory_bytes"], f"{where}: device {d['name']} memory_bytes"))))
+        names = [d.name for d in devices]
+        if "bandwidth_bytes_per_s" not in data:
+            raise ClusterError(f"{where}: 'bandwidth_bytes_per_s' (default link bandwidth) is required")
+        default = _num(data["bandwidth_bytes_per_s"], f"{where}: bandwidth_bytes_per_s")
+        bw = {(a, b): default for a in names for b in names if a != b}
+        for j, l in enumerate(data.get("links", []) or []):
+            if not isinstance(l, dict) or {"src", "dst", "bandwidth_bytes_per_s"} - set(l):
+                raise ClusterError(f"{where}: link {j} needs src, dst, bandwidth_bytes_per_s")
+            for end in ("src", "dst"):
+                if l[end] not in names:
+                    raise ClusterError(f"{where}: link {j} names unknown device {l[end]!r}")
+            if l["src"] == l["dst"]:
+                raise ClusterError(f"{where}: link {j} goes from {l['src']!r} to itself")
+            bw[(l["src"], l["dst"])] = _num(l["bandwidth_bytes_per_s"], f"{where}: link {j} bandwidth")
+        lat = data.get("latency_s", 0.0)
+        if not isinstance(lat, (int, float)) or isinstance(lat, bool) or not math.isfinite(lat) or lat < 0:
+            raise ClusterError(f"{where}: latency_s must be a number >= 0, got {lat!r}")
+        return Cluster(str(data.get("name", "cluster")), tuple(devices), bw, float(lat), str(data.get("link", "mesh")))
+
+    def save(self, path: str) -> None:
+        """Write as JSON (``.json``) or TOML (``.toml``)."""
+        d = self.to_dict()
+        with open(path, "w") as f:
+            if path.endswith(".toml"):
+                f.write(_to_toml(d))
+            else:
+                json.dump(d, f, indent=2)
+
+
+def _num(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ClusterError(f"{what} must be a positive number, got {v!r}")
+    return float(v)
+
+
+def _validate(c: Cluster) -> None:
+    if not c.devices:
+        raise ClusterError(f"cluster {c.name!r} has no devices")
+    names = [d.name for d in c.devices]
+    if len(set(names)) != len(names):
+        raise ClusterError(f"cluster {c.name!r}: device names repeat: {names}")
+    for d in c.devices:
+        if not d.name:
+            raise ClusterError(f"cluster {c.name!r}: a device has an empty name")
+        _num(d.flops_per_s, f"device {d.name} flops_per_s")
+        _num(d.memory_bytes, f"device {d.name} memory_bytes")
+    if c.link not in LINK_MODELS:
+        raise ClusterError(f"cluster {c.name!r}: link must be one of {LINK_MODELS}, got {c.link!r}")
+    if not math.isfinite(c.latency_s) or c.latency_s < 0:
+        raise ClusterError(f"cluster {c.name!r}: latency_s must be >= 0")
+    for a in names:
+        for b in names:
+            if a != b:
+                if (a, b) not in c.bandwidth:
+                    raise ClusterError(f"cluster {c.name!r}: no bandwidth from {a} to {b}")
+                _num(c.bandwidth[(a, b)], f"bandwidth {a}->{b}")
+
+
+def _to_toml(d: dict[str, Any]) -> str:
+    def val(v):
+        return json.dumps(v)
+    lines = [f"{k} = {val(d[k])}" for k in ("name", "link", "latency_s", "bandwidth_bytes_per_s")]
+    for dev in d["devices"]:
+        lines += ["", "[[devices]]"] + [f"{k} = {val(v)}" for k, v in dev.items()]
+    for l in d["links"]:
+        lines += ["", "[[links]]"] + [f"{k} = {val(v)}" for k, v in l.items()]
+    return "\n".join(lines) + "\n"
+
+
+def homogeneous(n: int, flops_per_s: float = 8e9, memory_bytes: int = int(1.5 * GiB),
+                bandwidth_bytes_per_s: float = 6.25e6, latency_s: float = 0.002, link: str = "shared",
+                prefix: str = "pi", name: Optional[str] = None) -> Cluster:
+    """``n`` identical devices with one bandwidth for every pair."""
+    if not isinstance(n, int) or n < 1:
+        raise ClusterError(f"a cluster needs at least one device, got {n!r}")
+    names = [f"{prefix}{i}" for i in range(n)]
+    return Cluster(name or f"{prefix}x{n}", tuple(Device(x, flops_per_s, memory_bytes) for x in names),
+                   {(a, b): bandwidth_bytes_per_s for a in names for b in names if a != b}, latency_s, link)
+
+
+def heterogeneous(specs: list[tuple[str, float, int]], bandwidth_bytes_per_s: float, latency_s: float = 0.001,
+                  link: str = "mesh", name: str = "hetero") -> Cluster:
+    """Devices from (name, FLOP/s, memory bytes) triples, one bandwidth for every pair."""
+    names = [s[0] for s in specs]
+    return Cluster(name, tuple(Device(*s) for s in specs),
+                   {(a, b): bandwidth_bytes_per_s for a in names for b in names if a != b}, latency_s, link)
+
+
+# Raspberry Pi 4 (4x Cortex-A72 @ 1.5 GHz): ~8 GFLOP/s sustained on float32 convs with PyTorch,
+# 1.5 GiB of a 2 GiB board usable for the model; 802.11ac Wi-Fi at ~50 Mbit/s effective = 6.25e6 B/s.
+PI4_FLOPS = 8e9
+PI4_MEMORY = int(1.5 * GiB)
+WIFI_BPS = 6.25e6
+
+PRESETS: dict[str, tuple[str, Callable[[], Cluster]]] = {
+    "pi4x2": ("two Raspberry-Pi-4-class devices (8 GFLOP/s, 1.5 GiB) on one Wi-Fi channel (6.25 MB/s, 2 ms)",
+              lambda: homogeneous(2, name="pi4x2")),
+    "pi4x4": ("four Raspberry-Pi-4-class devices (8 GFLOP/s, 1.5 GiB) on one Wi-Fi channel (6.25 MB/s, 2 ms)",
+              lambda: homogeneous(4, name="pi4x4")),
+    "pi4x8": ("eight Raspberry-Pi-4-class devices (8 GFLOP/s, 1.5 GiB) on one Wi-Fi channel (6.25 MB/s, 2 ms)",
+              lambda: homogeneous(8, name="pi4x8")),
+    "hetero3": ("edge server (100 GFLOP/s, 8 GiB), phone (30 GFLOP/s, 2 GiB), Pi 4 (8 GFLOP/s, 1 GiB); "
+                "100 Mbit/s switched Ethernet (12.5 MB/s, 1 ms)",
+                lambda: heterogeneous([("server", 100e9, 8 * GiB), ("phone", 30e9, 2 * GiB),
+                                       ("pi", 8e9, 1 * GiB)], 12.5e6, 0.001, "mesh", "hetero3")),
+}
+
+
+def preset(name: str) -> Cluster:
+    """A named preset (see :data:`PRESETS`)."""
+    if name not in PRESETS:
+        raise UnknownPresetError(f"unknown cluster {name!r}; presets: {', '.join(PRESETS)}; or give a .json/.toml file")
+    return PRESETS[name][1]()
+
+
+def load_cluster(spec: str) -> Cluster:
+    """A preset name or a path to a ``.json``/``.toml`` cluster file (validated)."""
+    if spec in PRESETS:
+        return preset(spec)
+    if os.path.isfile(spec):
+        try:
+            with open(spec, "rb") as f:
+                raw = f.read()
+            data = tomllib.loads(raw.decode()) if spec.endswith(".toml") else json.loads(raw)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ClusterError(f"{spec}: not valid {'TOML' if spec.endswith('.toml') else 'JSON'}: {e}") from None
+        return Cluster.from_dict(data, where=spec)
+    if spec.endswith((".json", ".toml")):
+        raise ClusterError(f"cluster file {spec!r} does not exist")
+    raise UnknownPresetError(f"unknown cluster {spec!r}; presets: {', '.join(PRESETS)}; or give a .json/.toml file")

@@ -1,0 +1,35 @@
+"""The registry of planning methods: name -> heuristic (and exact model, where one exists).
+
+Every entry's ``heuristic(graph, cluster, model=..., source=...)`` returns a
+:class:`~partopt.solvers.Solution`; ``exact`` is None for methods without an exact model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from ..errors import UnknownMethodError
+from . import baselines
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    heuristic: Callable
+    exact: Optional[Callable]
+    description: str
+
+
+METHODS: dict[str, Method] = {
+    "single": Method("single", baselines.single, None, "whole model on the fastest device that fits"),
+    "layerwise": Method("layerwise", baselines.layerwise, None,
+                        "MoDNN-style: rows of each layer by speed, gathered at the master after every layer"),
+    "coedge": Method("coedge", baselines.coedge, None,
+                     "CoEdge-style: rows of each layer by speed, halo exchange only, memory-aware shares"),
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise UnknownMethodError(f"unknown method {name!r}; methods: {', '.join(METHODS)}")
+    return METHODS[name]

@@ -1,0 +1,335 @@
+"""Execute a plan with real torch ops and compare with the unsplit model.
+
+Each device keeps only what it computed or received. For every stage, the plan's transfers
+are carried out literally (the sender must hold the box it sends; the bytes that move are the
+sliced tensors' bytes), then each task assembles the input regions its cone needs from its
+own pieces and what it received, and runs every op of its block on exact regions: convs and
+pools get their windows with zero (or, for max pooling, -inf) padding only where the window
+leaves the tensor, channel slices of the real weights, partial sums over input-channel ranges
+(summed with the bias by whoever reads them). The assembled output is compared with
+``module(x)``.
+
+``max_rel_err`` is ``max |out - ref| / max |ref|`` (normalised by the reference's largest
+magnitude, which element-wise relative error near zero would not be). A plan passes when
+``max_rel_err <= 1e-4``, every transfer moved exactly its planned bytes, and no device lacked
+data.
+
+Example:
+    >>> import torch
+    >>> from partopt.zoo import load_model, example_input
+    >>> from partopt.graph import LayerGraph
+    >>> from partopt.cluster import preset
+    >>> from partopt.methods.baselines import coedge
+    >>> net, shape, _ = load_model("lenet5"); x = example_input(shape)
+    >>> g = LayerGraph.from_module(net, x)
+    >>> sol = coedge(g, preset("pi4x2"), model="lenet5")
+    >>> verify(sol.plan, net, x, g).ok
+    True
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .cluster import Cluster
+from .geometry import Box, adaptive_window_1d
+from .graph import LayerGraph, Op
+from .plan import Plan, Transfer, cone, validate
+
+REL_TOL = 1e-4
+
+
+@dataclass
+class Verification:
+    """Outcome of executing a plan: errors against the unsplit model and the bytes that moved."""
+
+    ok: bool
+    max_abs_err: float
+    max_rel_err: float
+    bytes_moved: int
+    bytes_planned: int
+    link_bytes: dict[str, int] = field(default_factory=dict)
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Missing(Exception):
+    """A device lacks data the plan says it has (reported as a failed verification)."""
+
+
+@dataclass
+class _Piece:
+    device: str
+    box: Box
+    data: torch.Tensor  # (N, c, h, w) for box
+    partial: bool = False
+
+
+def _as4d(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dim() == 4 else t.reshape(t.shape[0], t.shape[1], 1, 1)
+
+
+def _slice(data: torch.Tensor, have: Box, box: Box) -> torch.Tensor:
+    """The part ``box`` of ``data``, which holds ``have`` (box must lie inside have)."""
+    return data[:, box.c0 - have.c0:box.c1 - have.c0, box.h0 - have.h0:box.h1 - have.h0,
+                box.w0 - have.w0:box.w1 - have.w0]
+
+
+def take(data: torch.Tensor, have: Box, win: Box, full: Box, fill: float) -> torch.Tensor:
+    """Window ``win`` of a tensor of extent ``full``, from ``data`` holding ``have``; the part
+    of the window outside ``full`` is padding filled with ``fill``."""
+    inner = win.intersect(full)
+    if not have.contains(inner):
+        raise _Missing(f"window {win.to_list()} not inside the held region {have.to_list()}")
+    if inner == win:
+        return data if have == win else _slice(data, have, win)
+    out = data.new_full((data.shape[0], win.c1 - win.c0, win.h1 - win.h0, win.w1 - win.w0), fill)
+    out[:, inner.c0 - win.c0:inner.c1 - win.c0, inner.h0 - win.h0:inner.h1 - win.h0,
+        inner.w0 - win.w0:inner.w1 - win.w0] = _slice(data, have, inner)
+    return out
+
+
+def _grouped_conv(op: Op, x: torch.Tensor, x_c0: int, w: torch.Tensor, b: Optional[torch.Tensor],
+                  c0: int, c1: int) -> torch.Tensor:
+    """Output channels [c0, c1) of a grouped conv from input ``x`` whose channel 0 is ``x_c0``."""
+    cout, cin = op.out_chw[0], op.in_chw[0]
+    og, ig = cout // op.groups, cin // op.groups
+    outs, c = [], c0
+    while c < c1:
+        g = c // og
+        if c == g * og and c1 >= (g + 1) * og:       # a run of whole groups: one grouped call
+            gl = c1 // og
+            xs = x[:, g * ig - x_c0:gl * ig - x_c0]
+            outs.append(F.conv2d(xs, w[c:gl * og], None if b is None else b[c:gl * og], op.stride, 0,
+                                 op.dilation, gl - g))
+            c = gl * og
+        else:                                          # part of one group
+            e = min(c1, (g + 1) * og)
+            xs = x[:, g * ig - x_c0:(g + 1) * ig - x_c0]
+            outs.append(F.conv2d(xs, w[c:e], None if b is None else b[c:e], op.stride, 0, op.dilation, 1))
+            c = e
+    return torch.cat(outs, 1)
+
+
+def _counts(lo: int, hi: int, k: int, s: int, p: int, size: int, include_pad: bool) -> torch.Tensor:
+    """Per output index in [lo, hi): how many window positions count in the average."""
+    out = []
+    for i in range(lo, hi):
+        a, b = i * s - p, i * s - p + k
+        lo_ok, hi_ok = (-p, size + p) if include_pad else (0, size)
+        out.append(max(0, min(b, hi_ok) - max(a, lo_ok)))
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def run_op(op: Op, mod: Optional[nn.Module], ins: list[tuple[torch.Tensor, Box]], box: Box,
+           in_shapes: list[tuple[int, int, int]], in_channels: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    """Compute ``box`` of ``op``'s output from input regions ``ins`` [(data, box it holds)]."""
+    k = op.kind
+    wins = op.input_windows(box, in_channels)
+    fulls = [Box.full(s) for s in in_shapes]
+    if k == "conv":
+        fill = 0.0
+        x = take(ins[0][0], ins[0][1], wins[0], fulls[0], fill)
+        w, b = mod.weight, mod.bias
+        if in_channels is not None:
+            return F.conv2d(x, w[box.c0:box.c1, in_channels[0]:in_channels[1]], None, op.stride, 0, op.dilation)
+        if op.groups == 1:
+            return F.conv2d(x, w[box.c0:box.c1], None if b is None else b[box.c0:box.c1], op.stride, 0, op.dilation)
+        return _grouped_conv(op, x, wins[0].c0, w, b, box.c0, box.c1)
+    if k == "bn":
+        x = take(ins[0][0], ins[0][1], wins[0], fulls[0], 0.0)
+        c = slice(box.c0, box.c1)
+        return F.batch_norm(x, mod.running_mean[c], mod.running_var[c],
+                            None if mod.weight is None else mod.weight[c],
+                            None if mod.bias is None else mod.bias[c], False, 0.0, op.eps)
+    if k == "act":
+        x = take(ins[0][0], ins[0][1], wins[0], fulls[0], 0.0)
+        return op.fn(x.clone())  # clone: a module may be inplace=True
+    if k == "dropout":
+        return take(ins[0][0], ins[0][1], wins[0], fulls[0], 0.0)
+    if k == "maxpool":
+        x = take(ins[0][0], ins[0][1], wins[0], fulls[0], float("-inf"))
+        return F.max_pool2d(x, op.kernel, op.stride, 0, op.dilation)
+    if k == "avgpool":
+        x = take(ins[0][0], ins[0][1], wins[0], fulls[0], 0.0)
+        sums = F.avg_pool2d(x, op.kernel, op.stride, 0, False, True, 1)
+        if op.divisor_override:
+            return sums / op.divisor_override
+        _, ih, iw = in_shapes[0]
+        ch = _counts(box.h0, box.h1, op.kernel[0], op.stride[0], op.padding[0], ih, op.count_include_pad)
+        cw = _counts(box.w0, box.w1, op.kernel[1], op.stride[1], op.padding[1], iw, op.count_include_pad)
+        div = ch[:, None] * cw[None, :]
+        return torch.where(div > 0, sums / div.clamp(min=1), torch.zeros_like(sums))
+    if k == "adaptive_avgpool":
+        x = take(ins[0][0], ins[0][1], wins[0], fulls[0], 0.0)
+        _, ih, iw = in_shapes[0]
+        _, oh, ow = op.out_chw
+        out = x.new_empty((x.shape[0], box.c1 - box.c0, box.h1 - box.h0, box.w1 - box.w0))
+        for i in range(box.h0, box.h1):
+            a, b = adaptive_window_1d(i, i + 1, ih, oh)
+            for j in range(box.w0, box.w1):
+                c, d = adaptive_window_1d(j, j + 1, iw, ow)
+                out[:, :, i - box.h0, j - box.w0] = x[:, :, a - wins[0].h0:b - wins[0].h0,
+                                                       c - wins[0].w0:d - wins[0].w0].mean((2, 3))
+        return out
+    if k == "flatten":
+        x = take(ins[0][0], ins[0][1], wins[0], fulls[0], 0.0)
+        return _as4d(torch.flatten(x, 1)[:, box.c0:box.c1])
+    if k == "linear":
+        x = take(ins[0][0], ins[0][1], wins[0], fulls[0], 0.0)
+        x = x.reshape(x.shape[0], -1)
+        b = None if mod.bias is None else mod.bias[box.c0:box.c1]
+        return _as4d(F.linear(x, mod.weight[box.c0:box.c1], b))
+    if k == "add":
+        xs = [take(d, h, w, f, 0.0) for (d, h), w, f in zip(ins, wins, fulls)]
+        return xs[0] + xs[1]
+    if k == "concat":
+        parts = [take(d, h, w, f, 0.0) for (d, h), w, f in zip(ins, wins, fulls) if not w.empty]
+        return torch.cat(parts, 1)
+    raise _Missing(f"no executor for op kind {k}")
+
+
+def run_block(graph: LayerGraph, mods: dict[str, nn.Module], ops: list[str], task, ext: dict[str, tuple[torch.Tensor, Box]]
+              ) -> torch.Tensor:
+    """Run a task's cone through the block ``ops``; ``ext`` holds the external input regions."""
+    c = cone(graph, ops, task)
+    data = dict(ext)
+    last = ops[-1]
+    for name in ops:
+        box = c.regions[name]
+        if box.empty:
+            continue
+        op = graph.op[name]
+        empty = (torch.empty(0), Box(0, 0, 0, 0, 0, 0))
+        ins = [data.get(i, empty) for i in op.inputs]
+        data[name] = (run_op(op, mods.get(op.target) if op.target else None, ins, box,
+                             [graph.tensor_chw(i) for i in op.inputs],
+                             task.in_channels if name == last else None), box)
+    return data[last][0]
+
+
+def verify(plan: Plan, module: nn.Module, x: torch.Tensor, graph: Optional[LayerGraph] = None,
+           cluster: Optional[Cluster] = None) -> Verification:
+    """Execute ``plan`` on ``x`` with ``module``'s weights and compare with ``module(x)``."""
+    module.eval()
+    graph = graph or LayerGraph.from_module(module, x)
+    cluster = cluster or Cluster.from_dict(plan.cluster)
+    validate(plan, graph, cluster)
+    mods = dict(module.named_modules())
+    with torch.no_grad():
+        ref = module(x)
+        try:
+            out, moved, link, bad = _execute(plan, graph, mods, x)
+        except _Missing as e:
+            return Verification(False, float("nan"), float("nan"), 0, plan.comm_bytes, {}, str(e))
+    out = out.reshape(ref.shape)
+    abs_err = float((out - ref).abs().max())
+    rel = abs_err / max(float(ref.abs().max()), 1e-30)
+    reasons = []
+    if not rel <= REL_TOL:
+        reasons.append(f"relative error {rel:.3g} > {REL_TOL:g}")
+    if moved != plan.comm_bytes:
+        reasons.append(f"moved {moved} bytes, plan says {plan.comm_bytes}")
+    reasons += bad
+    return Verification(not reasons, abs_err, rel, moved, plan.comm_bytes, link, "; ".join(reasons))
+
+
+def _execute(plan: Plan, graph: LayerGraph, mods: dict[str, nn.Module], x: torch.Tensor):
+    store: dict[str, list[_Piece]] = {graph.input_name: [_Piece(plan.source, Box.full(graph.tensor_chw(graph.input_name)), x)]}
+    gathered: dict[str, _Piece] = {}
+    moved = 0
+    link: dict[str, int] = defaultdict(int)
+    bad: list[str] = []
+
+    def deliver(ts: list[Transfer]) -> dict[tuple[str, str], list[tuple[str, Box, torch.Tensor]]]:
+        nonlocal moved
+        inbox: dict[tuple[str, str], list[tuple[str, Box, torch.Tensor]]] = defaultdict(list)
+        for t in ts:
+            src_piece = None
+            g = gathered.get(t.tensor)
+            if g is not None and g.device == t.src and g.box.contains(t.box) and not t.partial:
+                src_piece = g
+            else:
+                for p in store.get(t.tensor, []):
+                    if p.device == t.src and p.partial == t.partial and p.box.contains(t.box):
+                        src_piece = p
+                        break
+            if src_piece is None:
+                raise _Missing(f"{t.src} does not hold box {t.box.to_list()} of {t.tensor} it must send")
+            payload = _slice(src_piece.data, src_piece.box, t.box).clone()
+            nb = payload.numel() * payload.element_size()
+            moved += nb
+            link[f"{t.src}->{t.dst}"] += nb
+            if nb != t.nbytes:
+                bad.append(f"transfer {t.src}->{t.dst} of {t.tensor} moved {nb} bytes, planned {t.nbytes}")
+            inbox[(t.dst, t.tensor)].append((t.src, t.box, payload))
+        return inbox
+
+    def assemble(tensor: str, dev: str, need: Box, inbox) -> torch.Tensor:
+        n = x.shape[0]
+        g = gathered.get(tensor)
+        if g is not None and g.device == dev:
+            return _slice(g.data, g.box, need)
+        pieces = store[tensor]
+        if pieces and pieces[0].partial and g is None:
+            out = torch.zeros((n, *need.shape), dtype=x.dtype)
+            contributors = set()
+            for p in pieces:
+                if p.device == dev:
+                    out += _slice(p.data, p.box, need)
+                    contributors.add(dev)
+            for src, box, data in inbox.get((dev, tensor), []):
+                cut = box.intersect(need)
+                if not cut.empty:
+                    out[:, cut.c0 - need.c0:cut.c1 - need.c0, cut.h0 - need.h0:cut.h1 - need.h0,
+                        cut.w0 - need.w0:cut.w1 - need.w0] += _slice(data, box, cut)
+                    contributors.add(src)
+            lacking = {p.device for p in pieces} - contributors
+            if lacking:
+                raise _Missing(f"{dev} lacks the partial sums of {tensor} from {', '.join(sorted(lacking))}")
+            bias = mods[graph.op[tensor].target].bias
+            if bias is not None:
+                out += bias[need.c0:need.c1].view(1, -1, 1, 1)
+            return out
+        out = torch.empty((n, *need.shape), dtype=x.dtype)
+        have = torch.zeros(need.shape, dtype=torch.bool)
+        srcs = [(p.box, p.data) for p in pieces if p.device == dev]
+        srcs += [(b, d) for _, b, d in inbox.get((dev, tensor), [])]
+        for box, data in srcs:
+            cut = box.intersect(need)
+            if cut.empty:
+                continue
+            sl = (slice(cut.c0 - need.c0, cut.c1 - need.c0), slice(cut.h0 - need.h0, cut.h1 - need.h0),
+                  slice(cut.w0 - need.w0, cut.w1 - need.w0))
+            out[(slice(None),) + sl] = _slice(data, box, cut)
+            have[sl] = True
+        if not bool(have.all()):
+            raise _Missing(f"{dev} lacks {int((~have).sum())} elements of {tensor} box {need.to_list()}")
+        return out
+
+    for s in plan.stages:
+        inbox = deliver(s.transfers)
+        pieces = []
+        for task in s.tasks:
+            c = cone(graph, s.ops, task)
+            ext = {t: (assemble(t, task.device, b, inbox), b) for t, b in c.needs.items() if not b.empty}
+            pieces.append(_Piece(task.device, task.box, run_block(graph, mods, s.ops, task, ext), s.partial))
+        store[s.output] = pieces
+        if s.gather_to:
+            gin = deliver(s.gather)
+            full = Box.full(graph.tensor_chw(s.output))
+            data = assemble(s.output, s.gather_to, full, gin)
+            gathered[s.output] = _Piece(s.gather_to, full, data)
+            if s.partial:
+                store[s.output] = [gathered[s.output]]
+    fin = deliver(plan.final)
+    full = Box.full(graph.tensor_chw(plan.output))
+    out = assemble(plan.output, plan.sink, full, fin)
+    return out, moved, dict(link), bad
