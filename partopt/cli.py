@@ -1,0 +1,274 @@
+"""Command line: ``partopt demo | solve | verify | models | clusters``.
+
+Bad input (unknown model, cluster or method; a malformed cluster or plan file; an unsupported
+op) prints one line on stderr and exits with code 2. An infeasible instance is a result, not
+an error: status ``infeasible`` with the reason, exit code 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from typing import Any, Optional
+
+from .errors import PartoptError
+
+DEFAULT_MODEL = "vgg16"
+DEFAULT_CLUSTER = "pi4x4"
+
+
+def _console():
+    from rich.console import Console
+    c = Console()
+    return c if c.is_terminal else Console(width=140)
+
+
+def _load(model: str, input_shape: Optional[str], seed: int = 0):
+    from .graph import LayerGraph
+    from .zoo import example_input, load_model, parse_shape
+    shape = parse_shape(input_shape) if input_shape else None
+    module, shape, name = load_model(model, shape, seed)
+    x = example_input(shape, seed)
+    return module, x, LayerGraph.from_module(module, x), name
+
+
+def _solve(graph, cluster, method: str, model: str, exact: bool, solver: Optional[str], time_limit: Optional[float]):
+    from .methods import get_method
+    m = get_method(method)
+    if exact:
+        if m.exact is None:
+            raise PartoptError(f"method {method!r} has no exact model; drop --exact")
+        kw: dict[str, Any] = {}
+        if solver:
+            kw["solver"] = solver
+        if time_limit:
+            kw["time_limit"] = time_limit
+        return m.exact(graph, cluster, model=model, **kw)
+    if solver or time_limit:
+        raise PartoptError("--solver and --time-limit apply only with --exact")
+    return m.heuristic(graph, cluster, model=model)
+
+
+def _record(sol, model: str, cluster, ver=None) -> dict[str, Any]:
+    r = sol.report
+    return {
+        "model": model, "cluster": cluster.name, "method": sol.method, "mode": sol.mode, "status": sol.status,
+        "reason": sol.reason,
+        "latency_s": r.latency_s if r else None,
+        "throughput_per_s": r.throughput_per_s if r else None,
+        "peak_memory_bytes": r.peak_memory_bytes if r else None,
+        "comm_bytes": r.comm_bytes if r else None,
+        "objective": sol.objective, "bound": sol.bound, "gap": sol.gap, "solve_s": sol.solve_s,
+        "solver": sol.solver,
+        "verified": None if ver is None else ver.ok,
+        "max_abs_err": None if ver is None else ver.max_abs_err,
+        "max_rel_err": None if ver is None else ver.max_rel_err,
+        "bytes_moved": None if ver is None else ver.bytes_moved,
+        "verify_reason": None if ver is None else ver.reason,
+    }
+
+
+def cmd_models(args) -> int:
+    from rich.table import Table
+    from .graph import LayerGraph
+    from .zoo import ZOO, example_input, load_model
+    rows = []
+    for name, e in ZOO.items():
+        m, shape, _ = load_model(name)
+        g = LayerGraph.from_module(m, example_input(shape))
+        rows.append({"model": name, "input_shape": list(shape), "ops": len(g), "flops": g.total_flops,
+                     "param_bytes": g.total_param_bytes, "activation_bytes": g.total_activation_bytes,
+                     "description": e.description})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    t = Table(title="partopt model zoo (random weights, fixed seed)")
+    for c in ("model", "input", "ops", "GFLOPs", "params MB", "activations MB", "description"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["model"], "x".join(map(str, r["input_shape"])), str(r["ops"]), f"{r['flops'] / 1e9:.3f}",
+                  f"{r['param_bytes'] / 1e6:.2f}", f"{r['activation_bytes'] / 1e6:.2f}", r["description"])
+    _console().print(t)
+    return 0
+
+
+def cmd_clusters(args) -> int:
+    from rich.table import Table
+    from .cluster import PRESETS, preset
+    rows = []
+    for name, (desc, _) in PRESETS.items():
+        c = preset(name)
+        rows.append({"cluster": name, "devices": len(c), "link": c.link, "description": desc, **c.to_dict()})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    t = Table(title="partopt cluster presets")
+    for c in ("cluster", "devices", "link", "description"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["cluster"], str(r["devices"]), r["link"], r["description"])
+    _console().print(t)
+    return 0
+
+
+def cmd_solve(args) -> int:
+    from .cluster import load_cluster
+    from .verify import verify
+    cluster = load_cluster(args.cluster)
+    from .methods import get_method
+    get_method(args.method)  # fail fast on a bad name, before loading the model
+    module, x, graph, name = _load(args.model, args.input_shape)
+    sol = _solve(graph, cluster, args.method, name, args.exact, args.solver, args.time_limit)
+    ver = verify(sol.plan, module, x, graph, cluster) if (args.verify and sol.plan is not None) else None
+    rec = _record(sol, name, cluster, ver)
+    if args.out and sol.plan is not None:
+        sol.plan.save(args.out)
+        rec["plan_file"] = args.out
+    if args.json:
+        print(json.dumps(rec))
+    else:
+        _print_record(rec)
+    return 0 if ver is None or ver.ok else 1
+
+
+def _print_record(rec: dict[str, Any]) -> None:
+    c = _console()
+    c.print(f"[bold]{rec['model']}[/] on [bold]{rec['cluster']}[/] by [bold]{rec['method']}[/] ({rec['mode']}): "
+            f"status [bold]{rec['status']}[/]" + (f" - {rec['reason']}" if rec["reason"] else ""))
+    if rec["latency_s"] is not None:
+        c.print(f"  latency {rec['latency_s']:.4f} s, throughput {rec['throughput_per_s']:.3f} /s, "
+                f"sent {rec['comm_bytes'] / 1e6:.3f} MB, solve {rec['solve_s']:.3f} s")
+        c.print("  peak memory: " + ", ".join(f"{d} {b / 2**20:.1f} MiB" for d, b in rec["peak_memory_bytes"].items()))
+    if rec["verified"] is not None:
+        c.print(f"  verified: {rec['verified']} (max abs err {rec['max_abs_err']:.3g}, max rel err "
+                f"{rec['max_rel_err']:.3g}, moved {rec['bytes_moved']} bytes){' - ' + rec['verify_reason'] if rec['verify_reason'] else ''}")
+    if rec.get("plan_file"):
+        c.print(f"  plan written to {rec['plan_file']}")
+
+
+def cmd_verify(args) -> int:
+    from .cluster import Cluster
+    from .plan import Plan
+    from .verify import verify
+    plan = Plan.load(args.plan)
+    cluster = Cluster.from_dict(plan.cluster, where=f"{args.plan}: cluster")
+    shape = ",".join(map(str, plan.input_shape))
+    module, x, graph, name = _load(plan.model, shape, plan.seed)
+    ver = verify(plan, module, x, graph, cluster)
+    if args.json:
+        print(json.dumps({"plan": args.plan, "model": plan.model, "method": plan.method, **ver.to_dict()}))
+    else:
+        _console().print(f"{args.plan}: {plan.model} by {plan.method}: verified [bold]{ver.ok}[/] "
+                         f"(max abs err {ver.max_abs_err:.3g}, max rel err {ver.max_rel_err:.3g}, "
+                         f"moved {ver.bytes_moved} of {ver.bytes_planned} planned bytes) {ver.reason}")
+    return 0 if ver.ok else 1
+
+
+def cmd_demo(args) -> int:
+    from rich.table import Table
+    from .cluster import load_cluster
+    from .methods import METHODS
+    from .report import plot_timeline
+    from .verify import verify
+    cluster = load_cluster(args.cluster)
+    module, x, graph, name = _load(args.model, args.input_shape)
+    c = _console()
+    c.print(f"[bold]partopt demo[/]: {name} ({graph.total_flops / 1e9:.2f} GFLOPs, "
+            f"{graph.total_param_bytes / 1e6:.1f} MB of weights) on {cluster.name}: "
+            + ", ".join(f"{d.name} {d.flops_per_s / 1e9:g} GFLOP/s {d.memory_bytes / 2**30:.2f} GiB" for d in cluster.devices)
+            + f"; {cluster.link} links {min(cluster.bandwidth.values()) / 1e6:g} MB/s, latency {cluster.latency_s * 1e3:g} ms")
+    recs, sols = [], {}
+    for mname, m in METHODS.items():
+        t0 = time.perf_counter()
+        sol = m.heuristic(graph, cluster, model=name)
+        ver = verify(sol.plan, module, x, graph, cluster) if sol.plan is not None else None
+        rec = _record(sol, name, cluster, ver)
+        rec["wall_s"] = time.perf_counter() - t0
+        recs.append(rec)
+        sols[mname] = sol
+    base = next((r["latency_s"] for r in recs if r["method"] == "single" and r["status"] != "infeasible"), None)
+    t = Table(title=f"{name} on {cluster.name}: every method, each plan executed in torch")
+    for col in ("method", "status", "latency s", "speed-up vs single", "max peak memory MiB", "bytes sent MB",
+                "verified (max rel err)"):
+        t.add_column(col)
+    for r in recs:
+        lat = r["latency_s"]
+        t.add_row(r["method"], r["status"], f"{lat:.4f}" if lat is not None else "-",
+                  f"{base / lat:.2f}x" if (base and lat and r["status"] != "infeasible") else "-",
+                  f"{max(r['peak_memory_bytes'].values()) / 2**20:.1f}" if r["peak_memory_bytes"] else "-",
+                  f"{r['comm_bytes'] / 1e6:.3f}" if r["comm_bytes"] is not None else "-",
+                  f"{r['verified']} ({r['max_rel_err']:.1e})" if r["verified"] is not None else "-")
+    c.print(t)
+    ok = [r for r in recs if r["status"] != "infeasible" and r["verified"]]
+    if ok:
+        best = min(ok, key=lambda r: r["latency_s"])
+        path = plot_timeline(sols[best["method"]].report, args.figure,
+                             f"{name} on {cluster.name}: {best['method']} ({best['latency_s']:.3f} s)")
+        c.print(f"best: [bold]{best['method']}[/] at {best['latency_s']:.4f} s; timeline written to {path}")
+    if args.json:
+        print(json.dumps(recs))
+    return 0 if all(r["verified"] for r in recs if r["verified"] is not None) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="partopt", description="Plan cooperative CNN inference across small devices.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("demo", help="every method on a default model and cluster, each plan verified in torch")
+    d.add_argument("--model", default=DEFAULT_MODEL, help=f"zoo name or file.py:factory (default {DEFAULT_MODEL})")
+    d.add_argument("--cluster", default=DEFAULT_CLUSTER, help=f"preset or .json/.toml file (default {DEFAULT_CLUSTER})")
+    d.add_argument("--input-shape", help="N,C,H,W (required for a user model)")
+    d.add_argument("--figure", default="partopt-demo.png", help="where to write the best plan's timeline (PNG)")
+    d.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    d.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("solve", help="plan one model on one cluster with one method")
+    s.add_argument("model", help="zoo name or path/to/file.py:factory")
+    s.add_argument("--cluster", default=DEFAULT_CLUSTER, help="preset name or .json/.toml file")
+    s.add_argument("--method", default="coedge", help="method name (see `partopt solve --help`)")
+    s.add_argument("--exact", action="store_true", help="use the method's exact model")
+    s.add_argument("--solver", choices=["cpsat", "cbc", "highs"], help="exact back-end")
+    s.add_argument("--time-limit", type=float, help="exact solver time limit, seconds")
+    s.add_argument("--input-shape", help="N,C,H,W (required for a user model)")
+    s.add_argument("--verify", action="store_true", help="execute the plan in torch and compare")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--out", help="write the plan as JSON here")
+    s.set_defaults(fn=cmd_solve)
+
+    v = sub.add_parser("verify", help="execute a saved plan in torch against the unsplit model")
+    v.add_argument("plan", help="plan JSON written by `solve --out`")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(fn=cmd_verify)
+
+    m = sub.add_parser("models", help="list the zoo with FLOPs, parameters, activation bytes")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(fn=cmd_models)
+
+    c = sub.add_parser("clusters", help="list the cluster presets")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(fn=cmd_clusters)
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from .methods import METHODS
+    parser = build_parser()
+    for a in parser._subparsers._group_actions[0].choices.values():  # method list in help
+        for act in a._actions:
+            if act.dest == "method":
+                act.help = f"one of: {', '.join(METHODS)} (default coedge)"
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except PartoptError as e:
+        print(f"partopt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("partopt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
