@@ -257,6 +257,17 @@ class Holding:
         return [b for d, b in self.pieces if d == device]
 
 
+def stage_holding(s: Stage) -> Holding:
+    """Who holds the stage's output right after it ran. A device's partial sums over the same
+    box are added up locally first, so it holds (and sends) one partial."""
+    if s.partial:
+        seen: dict[str, Box] = {}
+        for t in s.tasks:
+            seen.setdefault(t.device, t.box)
+        return Holding(list(seen.items()), partial=True)
+    return Holding([(t.device, t.box) for t in s.tasks])
+
+
 def nbytes_of(graph: LayerGraph, box: Box) -> int:
     return box.volume * graph.batch * FLOAT_BYTES
 
@@ -323,7 +334,7 @@ def build_plan(graph: LayerGraph, cluster: Cluster, stages: list[Stage], *, mode
                 if tensor not in holdings:
                     raise PlanError(f"stage {s.ops[0]}..{s.ops[-1]} reads {tensor} before any stage computes it")
                 transfers += route(graph, tensor, holdings[tensor], dev, boxes)
-        h = Holding([(t.device, t.box) for t in s.tasks], partial=s.partial)
+        h = stage_holding(s)
         gather = []
         if s.gather_to:
             gather = route(graph, s.output, h, s.gather_to, [Box.full(graph.tensor_chw(s.output))])
@@ -453,7 +464,7 @@ def _validate_transfers(plan: Plan, graph: LayerGraph, names: set[str]) -> None:
         for dev, tensors in task_needs(graph, s).items():
             for tensor, boxes in tensors.items():
                 check_covered(phase, dev, tensor, boxes, s.transfers)
-        h = Holding([(t.device, t.box) for t in s.tasks], partial=s.partial)
+        h = stage_holding(s)
         holdings[s.output] = h
         if s.gather_to:
             check_sent(f"{phase} gather", s.gather)
@@ -624,8 +635,10 @@ def _memory(plan: Plan, graph: LayerGraph) -> tuple[dict[str, int], dict[str, in
         work: dict[str, int] = defaultdict(int)
         for t in s.tasks:
             c = cone(graph, s.ops, t)
-            outs[t.device] += nbytes_of(graph, t.box)
-            work[t.device] = max(work[t.device], c.work_peak_bytes)
+            if not (s.partial and outs[t.device]):
+                outs[t.device] += nbytes_of(graph, t.box)
+            # the working set beyond the task's own output, which ``outs`` already counts
+            work[t.device] = max(work[t.device], c.work_peak_bytes - nbytes_of(graph, t.box))
         for d in devices:
             peak[d] = max(peak[d], live(d, i) + recv[d] + outs[d] + work[d])
         until = last_use.get(s.output, i)

@@ -86,6 +86,8 @@ def take(data: torch.Tensor, have: Box, win: Box, full: Box, fill: float) -> tor
     """Window ``win`` of a tensor of extent ``full``, from ``data`` holding ``have``; the part
     of the window outside ``full`` is padding filled with ``fill``."""
     inner = win.intersect(full)
+    if inner.empty:  # the whole window is padding: no data needed
+        return data.new_full((data.shape[0], win.c1 - win.c0, win.h1 - win.h0, win.w1 - win.w0), fill)
     if not have.contains(inner):
         raise _Missing(f"window {win.to_list()} not inside the held region {have.to_list()}")
     if inner == win:
@@ -207,7 +209,7 @@ def run_block(graph: LayerGraph, mods: dict[str, nn.Module], ops: list[str], tas
         if box.empty:
             continue
         op = graph.op[name]
-        empty = (torch.empty(0), Box(0, 0, 0, 0, 0, 0))
+        empty = (torch.empty((graph.batch, 0, 0, 0)), Box(0, 0, 0, 0, 0, 0))
         ins = [data.get(i, empty) for i in op.inputs]
         data[name] = (run_op(op, mods.get(op.target) if op.target else None, ins, box,
                              [graph.tensor_chw(i) for i in op.inputs],
@@ -321,6 +323,14 @@ def _execute(plan: Plan, graph: LayerGraph, mods: dict[str, nn.Module], x: torch
             c = cone(graph, s.ops, task)
             ext = {t: (assemble(t, task.device, b, inbox), b) for t, b in c.needs.items() if not b.empty}
             pieces.append(_Piece(task.device, task.box, run_block(graph, mods, s.ops, task, ext), s.partial))
+        if s.partial:  # each device adds up its own partial sums before anything is sent
+            merged: dict[str, _Piece] = {}
+            for p in pieces:
+                if p.device in merged:
+                    merged[p.device].data = merged[p.device].data + p.data
+                else:
+                    merged[p.device] = p
+            pieces = list(merged.values())
         store[s.output] = pieces
         if s.gather_to:
             gin = deliver(s.gather)
