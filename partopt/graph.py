@@ -372,9 +372,10 @@ def _make_op(node: torch.fx.Node, mods: dict[str, nn.Module], alias: dict[str, s
             kind = "act"
             kw["fn"] = lambda x, _t=t.rstrip("_"): getattr(x, _t)()
         elif t in ("view", "reshape", "flatten"):
-            if len(out_shape) != 2:
+            if len(out_shape) != 2 or out_shape[0] != in_shapes[0][0]:
                 raise UnsupportedOpError(f"{where}: {t} to shape {out_shape}; only flattening to (N, F) is supported")
             kind = "flatten"
+            inputs, in_shapes = inputs[:1], in_shapes[:1]   # the other args are sizes
         elif t == "contiguous":
             alias[node.name] = src(tensor_args[0])
             return None

@@ -1,0 +1,89 @@
+import json
+
+import pytest
+
+from partopt.cluster import PRESETS, Cluster, Device, homogeneous, load_cluster, preset
+from partopt.errors import ClusterError, UnknownPresetError
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_roundtrip_json_and_toml(name, tmp_path):
+    c = preset(name)
+    for ext in ("json", "toml"):
+        p = tmp_path / f"c.{ext}"
+        c.save(str(p))
+        d = load_cluster(str(p))
+        assert d.to_dict() == c.to_dict() and d.bandwidth == c.bandwidth
+
+
+GOOD = {"name": "lab", "link": "mesh", "latency_s": 0.001, "bandwidth_bytes_per_s": 1e6,
+        "devices": [{"name": "a", "flops_per_s": 1e9, "memory_bytes": 10 ** 9},
+                    {"name": "b", "flops_per_s": 2e9, "memory_bytes": 10 ** 9}],
+        "links": [{"src": "a", "dst": "b", "bandwidth_bytes_per_s": 5e6}]}
+
+
+def mutate(path, value):
+    d = json.loads(json.dumps(GOOD))
+    obj = d
+    for k in path[:-1]:
+        obj = obj[k]
+    if value is KeyError:
+        del obj[path[-1]]
+    else:
+        obj[path[-1]] = value
+    return d
+
+
+def test_file_overrides_links():
+    c = Cluster.from_dict(GOOD)
+    assert c.bw("a", "b") == 5e6 and c.bw("b", "a") == 1e6
+
+
+@pytest.mark.parametrize("path,value,match", [
+    (("devices", 0, "flops_per_s"), -1, "flops_per_s"),
+    (("devices", 0, "memory_bytes"), 0, "memory_bytes"),
+    (("devices", 1, "flops_per_s"), "fast", "flops_per_s"),
+    (("bandwidth_bytes_per_s",), 0, "bandwidth"),
+    (("bandwidth_bytes_per_s",), KeyError, "bandwidth"),
+    (("links", 0, "dst"), "zz", "unknown device"),
+    (("links", 0, "bandwidth_bytes_per_s"), -5, "bandwidth"),
+    (("link",), "token-ring", "link"),
+    (("latency_s",), -1, "latency"),
+    (("devices",), [], "devices"),
+    (("devices", 0, "speed"), 3, "unknown keys"),
+])
+def test_invalid_cluster_files(path, value, match):
+    with pytest.raises(ClusterError, match=match):
+        Cluster.from_dict(mutate(path, value))
+
+
+def test_repeated_device_names():
+    d = mutate(("links",), [])
+    d["devices"][1]["name"] = "a"
+    with pytest.raises(ClusterError, match="repeat"):
+        Cluster.from_dict(d)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(UnknownPresetError):
+        load_cluster("no-such-preset")
+    with pytest.raises(ClusterError, match="does not exist"):
+        load_cluster(str(tmp_path / "missing.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ClusterError, match="not valid JSON"):
+        load_cluster(str(bad))
+    badt = tmp_path / "bad.toml"
+    badt.write_text("name = = 3")
+    with pytest.raises(ClusterError, match="not valid TOML"):
+        load_cluster(str(badt))
+
+
+def test_constructors():
+    c = homogeneous(3, link="mesh")
+    assert len(c) == 3 and c.fastest.name == "pi0"
+    assert c.scaled(10).bw("pi0", "pi1") == 10 * c.bw("pi0", "pi1")
+    with pytest.raises(ClusterError):
+        homogeneous(0)
+    with pytest.raises(ClusterError):
+        Cluster("x", (Device("a", 1.0, 1),), {}, 0.0, "mesh").device("b")
