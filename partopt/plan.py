@@ -26,8 +26,11 @@ every transfer's source holds what it sends, and every device receives all it la
   (compute time = FLOPs / FLOP/s); it starts a stage when it is free and all its messages of
   the stage have arrived. All transfers from one device to another in one phase (stage input,
   gather, final) form one message: latency_s + bytes / bandwidth. On a ``mesh`` each ordered
-  pair is its own link; on a ``shared`` medium one message at a time, in order of readiness.
-  Communication overlaps computation wherever the dependencies allow.
+  pair is its own link; on a ``shared`` medium one message at a time. Messages are served
+  phase by phase, and within a phase by sender, then receiver, in the cluster's device order;
+  each starts when its data is ready and its link (or the medium) is free. Communication
+  overlaps computation wherever the dependencies allow. With this fixed order every start
+  time is a max of sums, so an exact model can state the schedule with linear constraints.
 - throughput_per_s: the rate of a pipelined stream of inferences, 1 / the busiest resource's
   time per inference (a device's compute, a link's messages, or the shared medium's messages).
 - peak_memory_bytes per device: weights it holds (union of its slices, once) + the largest
@@ -529,6 +532,7 @@ def evaluate(plan: Plan, graph: LayerGraph, cluster: Cluster) -> Report:
     """Latency, throughput, per-device compute and peak memory, bytes per link (see module doc)."""
     validate(plan, graph, cluster)
     speed = {d.name: d.flops_per_s for d in cluster.devices}
+    rank = {d.name: i for i, d in enumerate(cluster.devices)}
     events: list[Event] = []
     dev_free = {d: 0.0 for d in speed}
     link_free: dict[str, float] = defaultdict(float)
@@ -543,7 +547,10 @@ def evaluate(plan: Plan, graph: LayerGraph, cluster: Cluster) -> Report:
         msgs: dict[tuple[str, str], list[Transfer]] = defaultdict(list)
         for t in ts:
             msgs[(t.src, t.dst)].append(t)
-        order = sorted(msgs, key=lambda k: (max(ready[(t.tensor, t.src)] for t in msgs[k]), k))
+        # a fixed service order (sender, then receiver, in the cluster's device order) rather than
+        # order of readiness: the schedule stays a set of max-plus recurrences that an exact
+        # model can state as linear constraints and reproduce to the last digit
+        order = sorted(msgs, key=lambda k: (rank[k[0]], rank[k[1]]))
         arrival: dict[str, float] = defaultdict(float)
         for src, dst in order:
             group = msgs[(src, dst)]
