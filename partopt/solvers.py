@@ -11,12 +11,19 @@
 """
 from __future__ import annotations
 
+import math
+import os
+import re
+import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .errors import SolverError
 from .plan import Plan, Report
 
 STATUSES = ("heuristic", "optimal", "feasible", "infeasible")
+MILP_SOLVERS = ("cbc", "highs")
 
 
 @dataclass
@@ -54,3 +61,133 @@ class Solution:
             "peak_memory_bytes": r.peak_memory_bytes if r else None,
             "comm_bytes": r.comm_bytes if r else None,
         }
+
+
+# ---------------------------------------------------------------------------------------
+# Back-end glue: a model is stated by a method (PuLP LpProblem or CP-SAT CpModel); these
+# functions only solve it with a time limit and threads, map the status, and read the bound.
+# ---------------------------------------------------------------------------------------
+@dataclass
+class SolveResult:
+    """What a back-end proved. ``status``: optimal | feasible (stopped with a solution) |
+    infeasible | no_solution (stopped before finding one). Minimisation: bound <= objective;
+    ``gap = (objective - bound) / |objective|`` (0 when optimal, None when the bound is unknown)."""
+
+    status: str
+    objective: Optional[float]
+    bound: Optional[float]
+    gap: Optional[float]
+    solve_s: float
+    solver: str
+
+
+def _gap(obj: Optional[float], bound: Optional[float]) -> Optional[float]:
+    if obj is None or bound is None or not math.isfinite(bound):
+        return None
+    return max(0.0, (obj - bound) / abs(obj)) if obj else (0.0 if bound >= obj else None)
+
+
+def solve_milp(prob, solver: str = "highs", time_limit: Optional[float] = None,
+               threads: Optional[int] = None) -> SolveResult:
+    """Solve a PuLP minimisation problem with CBC or HiGHS; values are read back from its variables.
+
+    Example (two jobs of 3 and 2 s on two devices, minimise the makespan):
+        >>> import pulp
+        >>> p = pulp.LpProblem("m", pulp.LpMinimize)
+        >>> x = pulp.LpVariable("x", cat="Binary"); t = pulp.LpVariable("t")
+        >>> p += t; p += t >= 3 * x + 2 * (1 - x); p += t >= 3 * (1 - x) + 2 * x
+        >>> r = solve_milp(p, "cbc"); (r.status, r.objective)
+        ('optimal', 3.0)
+    """
+    import pulp
+
+    if solver not in MILP_SOLVERS:
+        raise SolverError(f"unknown MILP solver {solver!r}; choose from {', '.join(MILP_SOLVERS)}")
+    if prob.sense != pulp.LpMinimize:
+        raise SolverError("solve_milp expects a minimisation problem")
+    log = None
+    if solver == "cbc":
+        fd, log = tempfile.mkstemp(suffix=".log", prefix="partopt-cbc-")
+        os.close(fd)
+        back = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, threads=threads, logPath=log)
+    else:
+        back = pulp.HiGHS(msg=False, timeLimit=time_limit, threads=threads)
+    t0 = time.perf_counter()
+    try:
+        prob.solve(back)
+    except pulp.PulpSolverError as e:
+        raise SolverError(f"{solver} failed: {e}") from None
+    dt = time.perf_counter() - t0
+    sol = prob.sol_status
+    if sol == pulp.LpSolutionInfeasible or prob.status == pulp.LpStatusInfeasible:
+        return SolveResult("infeasible", None, None, None, dt, solver)
+    if sol not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
+        return SolveResult("no_solution", None, _read_bound(prob, solver, log), None, dt, solver)
+    obj = float(pulp.value(prob.objective))
+    if sol == pulp.LpSolutionOptimal:
+        return SolveResult("optimal", obj, obj, 0.0, dt, solver)
+    bound = _read_bound(prob, solver, log)
+    return SolveResult("feasible", obj, bound, _gap(obj, bound), dt, solver)
+
+
+def _read_bound(prob, solver: str, log: Optional[str]) -> Optional[float]:
+    """The solver's proven lower bound, or None when it cannot be read."""
+    try:
+        if solver == "highs":
+            b = float(prob.solverModel.getInfo().mip_dual_bound)
+            return b if math.isfinite(b) else None
+        with open(log) as f:  # type: ignore[arg-type]
+            text = f.read()
+        m = re.findall(r"best possible\s+([-+0-9.eE]+)", text) or re.findall(r"Lower bound:\s+([-+0-9.eE]+)", text)
+        return float(m[-1]) if m else None
+    except Exception:
+        return None
+    finally:
+        if log and os.path.exists(log):
+            os.remove(log)
+
+
+def solve_cpsat(model, time_limit: Optional[float] = None, workers: Optional[int] = None,
+                scale: float = 1.0):
+    """Solve a CP-SAT minimisation model; returns (SolveResult, the CpSolver to read values).
+
+    ``scale`` divides the integer objective and bound back into the method's units (CP-SAT
+    works on integers, so a method states times in, say, microseconds and passes 1e6).
+    """
+    from ortools.sat.python import cp_model
+
+    s = cp_model.CpSolver()
+    if time_limit:
+        s.parameters.max_time_in_seconds = float(time_limit)
+    s.parameters.num_workers = int(workers or os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    st = s.solve(model)
+    dt = time.perf_counter() - t0
+    if st == cp_model.INFEASIBLE or st == cp_model.MODEL_INVALID:
+        if st == cp_model.MODEL_INVALID:
+            raise SolverError(f"CP-SAT: invalid model: {model.validate()}")
+        return SolveResult("infeasible", None, None, None, dt, "cpsat"), s
+    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return SolveResult("no_solution", None, None, None, dt, "cpsat"), s
+    obj = s.objective_value / scale
+    if st == cp_model.OPTIMAL:
+        return SolveResult("optimal", obj, obj, 0.0, dt, "cpsat"), s
+    bound = s.best_objective_bound / scale
+    return SolveResult("feasible", obj, bound, _gap(obj, bound), dt, "cpsat"), s
+
+
+def export_model(model, path: str) -> str:
+    """Write a PuLP problem as ``.lp`` or ``.mps``, or a CP-SAT model as ``.pb.txt`` (its proto)."""
+    if hasattr(model, "writeLP"):
+        if path.endswith(".lp"):
+            model.writeLP(path)
+        elif path.endswith(".mps"):
+            model.writeMPS(path)
+        else:
+            raise SolverError(f"a MILP exports to .lp or .mps, not {path!r}")
+        return path
+    if hasattr(model, "export_to_file"):
+        if not model.export_to_file(path):
+            raise SolverError(f"CP-SAT could not write {path!r}")
+        return path
+    raise SolverError(f"cannot export a {type(model).__name__}")
