@@ -10,8 +10,9 @@ whoever later reads that tensor sums the partials and adds the bias.
 
 Before a stage runs, each device receives what its tasks need of earlier tensors and does not
 hold itself: those are the stage's :class:`Transfer` s (from the devices holding the pieces).
-A stage may end with a *gather* of its output to one device (``gather_to``): later stages
-then read that tensor from there. After the last stage the output is sent to the ``sink``.
+A stage may end with a *gather* of its output to one device (``gather_to``): that device
+then holds the whole tensor and the others drop their pieces, so later stages read it from
+there (this makes a gathered stage's cost independent of how the stage before it was split). After the last stage the output is sent to the ``sink``.
 The model input starts on the ``source`` device.
 
 Rules (checked by :func:`validate`): every op in exactly one stage; stages in dependency
@@ -238,26 +239,45 @@ def cone(graph: LayerGraph, ops: tuple[str, ...] | list[str], task: Task) -> Con
 # ---------------------------------------------------------------------------------------
 @dataclass
 class Holding:
-    """Who holds which boxes of one tensor; ``gathered_at`` holds all of it after a gather."""
+    """Who holds which boxes of one tensor (partial sums if ``partial``). After a gather the
+    gathering device is the sole holder of the whole tensor; the others drop their pieces."""
 
     pieces: list[tuple[str, Box]]
     partial: bool = False
-    gathered_at: Optional[str] = None
 
-    def own(self, device: str) -> list[Box]:
-        if self.gathered_at == device:
-            return [Box(-1, 1 << 30, -1, 1 << 30, -1, 1 << 30)]
-        if self.partial and self.gathered_at is None:
-            return []
+    def held_by(self, device: str) -> list[Box]:
         return [b for d, b in self.pieces if d == device]
 
-    def held_by(self, device: str, full: Box) -> list[Box]:
-        """Boxes of the tensor ``device`` can send (the whole tensor after a gather there)."""
-        if self.gathered_at == device:
-            return [full]
-        if self.gathered_at is not None and self.partial:
-            return []
-        return [b for d, b in self.pieces if d == device]
+
+def route(graph: LayerGraph, tensor: str, holding: Holding, dst: str, boxes: list[Box]) -> list[Transfer]:
+    """The transfers that bring ``boxes`` of ``tensor`` to ``dst`` from whoever holds them.
+
+    Ordinary tensors: what ``dst`` does not hold itself, from the holder of each piece.
+    Partial sums: every other holder's partial over the boxes (``dst`` adds them up).
+    """
+    full = Box.full(graph.tensor_chw(tensor))
+    boxes = disjoint(b.intersect(full) for b in boxes)
+    if not boxes:
+        return []
+    out: list[Transfer] = []
+    rest = boxes if holding.partial else subtract_all(boxes, holding.held_by(dst))
+    got = 0
+    for dev, pb in holding.pieces:
+        if dev == dst:
+            continue
+        for b in rest:
+            x = b.intersect(pb)
+            if not x.empty:
+                out.append(Transfer(dev, dst, tensor, x, nbytes_of(graph, x), holding.partial))
+                got += x.volume
+    if not holding.partial and got != sum(b.volume for b in rest):
+        raise PlanError(f"{dst} needs {sum(b.volume for b in rest) - got} elements of {tensor} that no device holds")
+    return out
+
+
+def gathered(graph: LayerGraph, tensor: str, device: str) -> Holding:
+    """The holding after a gather of ``tensor`` at ``device``."""
+    return Holding([(device, Box.full(graph.tensor_chw(tensor)))])
 
 
 def stage_holding(s: Stage) -> Holding:
@@ -275,42 +295,6 @@ def nbytes_of(graph: LayerGraph, box: Box) -> int:
     return box.volume * graph.batch * FLOAT_BYTES
 
 
-def route(graph: LayerGraph, tensor: str, holding: Holding, dst: str, boxes: list[Box]) -> list[Transfer]:
-    """The transfers that bring ``boxes`` of ``tensor`` to ``dst`` from whoever holds them."""
-    full = Box.full(graph.tensor_chw(tensor))
-    boxes = disjoint(b.intersect(full) for b in boxes)
-    if not boxes:
-        return []
-    out: list[Transfer] = []
-    if holding.partial and holding.gathered_at is None:
-        for dev, pb in holding.pieces:
-            if dev == dst:
-                continue
-            for b in boxes:
-                x = b.intersect(pb)
-                if not x.empty:
-                    out.append(Transfer(dev, dst, tensor, x, nbytes_of(graph, x), True))
-        return out
-    rest = subtract_all(boxes, holding.own(dst))
-    if not rest:
-        return []
-    if holding.gathered_at is not None:
-        return [Transfer(holding.gathered_at, dst, tensor, b, nbytes_of(graph, b)) for b in rest]
-    got = 0
-    for dev, pb in holding.pieces:
-        if dev == dst:
-            continue
-        for b in rest:
-            x = b.intersect(pb)
-            if not x.empty:
-                out.append(Transfer(dev, dst, tensor, x, nbytes_of(graph, x)))
-                got += x.volume
-    missing = sum(b.volume for b in rest) - got
-    if missing:
-        raise PlanError(f"{dst} needs {missing} elements of {tensor} that no device holds")
-    return out
-
-
 def task_needs(graph: LayerGraph, stage: Stage) -> dict[str, dict[str, list[Box]]]:
     """device -> tensor -> boxes its tasks need from outside the stage's block."""
     needs: dict[str, dict[str, list[Box]]] = defaultdict(lambda: defaultdict(list))
@@ -321,6 +305,23 @@ def task_needs(graph: LayerGraph, stage: Stage) -> dict[str, dict[str, list[Box]
     return needs
 
 
+def route_stage(graph: LayerGraph, s: Stage, holdings: dict[str, Holding]) -> Stage:
+    """``s`` with its transfers (and gather) routed from ``holdings``, which it then updates."""
+    transfers = []
+    for dev, tensors in sorted(task_needs(graph, s).items()):
+        for tensor, boxes in tensors.items():
+            if tensor not in holdings:
+                raise PlanError(f"stage {s.ops[0]}..{s.ops[-1]} reads {tensor} before any stage computes it")
+            transfers += route(graph, tensor, holdings[tensor], dev, boxes)
+    h = stage_holding(s)
+    gather = []
+    if s.gather_to:
+        gather = route(graph, s.output, h, s.gather_to, [Box.full(graph.tensor_chw(s.output))])
+        h = gathered(graph, s.output, s.gather_to)
+    holdings[s.output] = h
+    return Stage(list(s.ops), list(s.tasks), transfers, s.gather_to, gather)
+
+
 def build_plan(graph: LayerGraph, cluster: Cluster, stages: list[Stage], *, model: str, method: str,
                source: Optional[str] = None, sink: Optional[str] = None, seed: int = 0,
                meta: Optional[dict[str, Any]] = None) -> Plan:
@@ -328,23 +329,8 @@ def build_plan(graph: LayerGraph, cluster: Cluster, stages: list[Stage], *, mode
     each task's needs from the current holders, then validate the plan."""
     source = source or cluster.devices[0].name
     sink = sink or source
-    holdings: dict[str, Holding] = {graph.input_name: Holding([(source, Box.full(graph.tensor_chw(graph.input_name)))])}
-    out_stages = []
-    for s in stages:
-        transfers = []
-        for dev, tensors in sorted(task_needs(graph, s).items()):
-            for tensor, boxes in tensors.items():
-                if tensor not in holdings:
-                    raise PlanError(f"stage {s.ops[0]}..{s.ops[-1]} reads {tensor} before any stage computes it")
-                transfers += route(graph, tensor, holdings[tensor], dev, boxes)
-        h = stage_holding(s)
-        gather = []
-        if s.gather_to:
-            gather = route(graph, s.output, h, s.gather_to, [Box.full(graph.tensor_chw(s.output))])
-            h = Holding([(s.gather_to, Box.full(graph.tensor_chw(s.output)))]) if h.partial else \
-                Holding(h.pieces, False, s.gather_to)
-        holdings[s.output] = h
-        out_stages.append(Stage(list(s.ops), list(s.tasks), transfers, s.gather_to, gather))
+    holdings: dict[str, Holding] = {graph.input_name: gathered(graph, graph.input_name, source)}
+    out_stages = [route_stage(graph, s, holdings) for s in stages]
     out = out_stages[-1].output if out_stages else graph.output
     final = route(graph, out, holdings[out], sink, [Box.full(graph.tensor_chw(out))]) if out in holdings else []
     plan = Plan(model, tuple(graph.input_shape), cluster.to_dict(), method, source, sink, out_stages, final,
@@ -429,7 +415,7 @@ def _validate_tasks(i: int, s: Stage, graph: LayerGraph, names: set[str]) -> Non
 
 
 def _validate_transfers(plan: Plan, graph: LayerGraph, names: set[str]) -> None:
-    holdings: dict[str, Holding] = {graph.input_name: Holding([(plan.source, Box.full(graph.tensor_chw(graph.input_name)))])}
+    holdings: dict[str, Holding] = {graph.input_name: gathered(graph, graph.input_name, plan.source)}
 
     def check_sent(phase: str, ts: list[Transfer]):
         for t in ts:
@@ -438,10 +424,9 @@ def _validate_transfers(plan: Plan, graph: LayerGraph, names: set[str]) -> None:
             if t.tensor not in holdings:
                 raise PlanError(f"{phase}: transfer of {t.tensor}, which is not computed yet")
             h = holdings[t.tensor]
-            full = Box.full(graph.tensor_chw(t.tensor))
-            if t.partial != (h.partial and h.gathered_at is None):
+            if t.partial != h.partial:
                 raise PlanError(f"{phase}: transfer of {t.tensor} from {t.src} marks partial={t.partial} wrongly")
-            if subtract_all([t.box], h.held_by(t.src, full)) or t.box.empty:
+            if subtract_all([t.box], h.held_by(t.src)) or t.box.empty:
                 raise PlanError(f"{phase}: {t.src} sends box {t.box.to_list()} of {t.tensor} it does not hold")
             if t.nbytes != nbytes_of(graph, t.box):
                 raise PlanError(f"{phase}: transfer {t.src}->{t.dst} of {t.tensor} declares {t.nbytes} bytes, "
@@ -450,14 +435,14 @@ def _validate_transfers(plan: Plan, graph: LayerGraph, names: set[str]) -> None:
     def check_covered(phase: str, dst: str, tensor: str, boxes: list[Box], ts: list[Transfer]):
         h = holdings[tensor]
         got = [t.box for t in ts if t.dst == dst and t.tensor == tensor]
-        if h.partial and h.gathered_at is None:
+        if h.partial:
             holders = {d for d, _ in h.pieces} - {dst}
             senders = {t.src for t in ts if t.dst == dst and t.tensor == tensor}
             if holders - senders:
                 raise PlanError(f"{phase}: {dst} never receives the partial sums of {tensor} held by "
                                 f"{', '.join(sorted(holders - senders))}")
             return
-        left = subtract_all(boxes, h.own(dst) + got)
+        left = subtract_all(boxes, h.held_by(dst) + got)
         if left:
             raise PlanError(f"{phase}: {dst} lacks {sum(b.volume for b in left)} elements of {tensor}")
 
@@ -472,8 +457,7 @@ def _validate_transfers(plan: Plan, graph: LayerGraph, names: set[str]) -> None:
         if s.gather_to:
             check_sent(f"{phase} gather", s.gather)
             check_covered(f"{phase} gather", s.gather_to, s.output, [Box.full(graph.tensor_chw(s.output))], s.gather)
-            holdings[s.output] = Holding([(s.gather_to, Box.full(graph.tensor_chw(s.output)))]) if h.partial \
-                else Holding(h.pieces, False, s.gather_to)
+            holdings[s.output] = gathered(graph, s.output, s.gather_to)
         elif s.gather:
             raise PlanError(f"{phase}: gather transfers without gather_to")
     check_sent("final", plan.final)
@@ -528,71 +512,107 @@ class Report:
         return d
 
 
-def evaluate(plan: Plan, graph: LayerGraph, cluster: Cluster) -> Report:
-    """Latency, throughput, per-device compute and peak memory, bytes per link (see module doc)."""
-    validate(plan, graph, cluster)
-    speed = {d.name: d.flops_per_s for d in cluster.devices}
-    rank = {d.name: i for i, d in enumerate(cluster.devices)}
-    events: list[Event] = []
-    dev_free = {d: 0.0 for d in speed}
-    link_free: dict[str, float] = defaultdict(float)
-    busy: dict[str, float] = defaultdict(float)
-    ready: dict[tuple[str, str], float] = {(graph.input_name, plan.source): 0.0}
-    link_bytes: dict[str, int] = defaultdict(int)
-    flops = {d: 0 for d in speed}
-    n_msgs = 0
+class Schedule:
+    """The list schedule behind :func:`evaluate` (rules in the module doc), one stage at a time.
 
-    def send(phase: str, ts: list[Transfer]) -> dict[str, float]:
-        nonlocal n_msgs
+    ``evaluate`` runs every stage of a plan through one Schedule; a method may run a single
+    routed stage through a fresh one to price it with exactly the same rules
+    (see :func:`stage_span`).
+    """
+
+    def __init__(self, graph: LayerGraph, cluster: Cluster):
+        self.graph, self.cluster = graph, cluster
+        self.speed = {d.name: d.flops_per_s for d in cluster.devices}
+        self.rank = {d.name: i for i, d in enumerate(cluster.devices)}
+        self.events: list[Event] = []
+        self.dev_free = {d: 0.0 for d in self.speed}
+        self.link_free: dict[str, float] = defaultdict(float)
+        self.busy: dict[str, float] = defaultdict(float)
+        self.ready: dict[tuple[str, str], float] = {}     # (tensor, device) -> when it holds its piece
+        self.link_bytes: dict[str, int] = defaultdict(int)
+        self.flops = {d: 0 for d in self.speed}
+        self.messages = 0
+
+    def send(self, phase: str, ts: list[Transfer]) -> dict[str, float]:
+        """Serve one phase's messages; returns the last arrival time per receiver."""
         msgs: dict[tuple[str, str], list[Transfer]] = defaultdict(list)
         for t in ts:
             msgs[(t.src, t.dst)].append(t)
         # a fixed service order (sender, then receiver, in the cluster's device order) rather than
         # order of readiness: the schedule stays a set of max-plus recurrences that an exact
         # model can state as linear constraints and reproduce to the last digit
-        order = sorted(msgs, key=lambda k: (rank[k[0]], rank[k[1]]))
         arrival: dict[str, float] = defaultdict(float)
-        for src, dst in order:
+        for src, dst in sorted(msgs, key=lambda k: (self.rank[k[0]], self.rank[k[1]])):
             group = msgs[(src, dst)]
             nb = sum(t.nbytes for t in group)
-            res = "medium" if cluster.link == "shared" else f"{src}->{dst}"
-            start = max(max(ready[(t.tensor, src)] for t in group), link_free[res])
-            dur = transfer_time(nb, cluster.bw(src, dst), cluster.latency_s)
-            link_free[res] = start + dur
-            busy[res] += dur
+            res = "medium" if self.cluster.link == "shared" else f"{src}->{dst}"
+            start = max(max(self.ready[(t.tensor, src)] for t in group), self.link_free[res])
+            dur = transfer_time(nb, self.cluster.bw(src, dst), self.cluster.latency_s)
+            self.link_free[res] = start + dur
+            self.busy[res] += dur
             arrival[dst] = max(arrival[dst], start + dur)
-            link_bytes[f"{src}->{dst}"] += nb
-            n_msgs += 1
-            events.append(Event("send", res, start, start + dur, f"{phase}: {src}->{dst} {nb} B"))
+            self.link_bytes[f"{src}->{dst}"] += nb
+            self.messages += 1
+            self.events.append(Event("send", res, start, start + dur, f"{phase}: {src}->{dst} {nb} B"))
         return arrival
 
-    for i, s in enumerate(plan.stages):
-        arrival = send(f"stage {i}", s.transfers)
+    def run_stage(self, i: int, s: Stage) -> None:
+        """Receive the stage's inputs, compute its tasks, and gather its output if it says so."""
+        arrival = self.send(f"stage {i}", s.transfers)
         per_dev: dict[str, int] = defaultdict(int)
         for t in s.tasks:
-            per_dev[t.device] += cone(graph, s.ops, t).flops
-        needs = task_needs(graph, s)
-        for dev in sorted(per_dev):
-            own_ready = [ready[(tensor, dev)] for tensor in needs.get(dev, {}) if (tensor, dev) in ready]
-            start = max([dev_free[dev], arrival.get(dev, 0.0)] + own_ready)
-            dur = compute_time(per_dev[dev], speed[dev])
-            dev_free[dev] = start + dur
-            busy[dev] += dur
-            flops[dev] += per_dev[dev]
-            ready[(s.output, dev)] = start + dur
-            events.append(Event("compute", dev, start, start + dur, f"stage {i}: {s.ops[0]}..{s.ops[-1]}"))
+            per_dev[t.device] += cone(self.graph, s.ops, t).flops
+        needs = task_needs(self.graph, s)
+        for dev in sorted(per_dev, key=self.rank.__getitem__):
+            own_ready = [self.ready[(tensor, dev)] for tensor in needs.get(dev, {}) if (tensor, dev) in self.ready]
+            start = max([self.dev_free[dev], arrival.get(dev, 0.0)] + own_ready)
+            dur = compute_time(per_dev[dev], self.speed[dev])
+            self.dev_free[dev] = start + dur
+            self.busy[dev] += dur
+            self.flops[dev] += per_dev[dev]
+            self.ready[(s.output, dev)] = start + dur
+            self.events.append(Event("compute", dev, start, start + dur, f"stage {i}: {s.ops[0]}..{s.ops[-1]}"))
         if s.gather_to:
-            arr = send(f"stage {i} gather", s.gather)
+            arr = self.send(f"stage {i} gather", s.gather)
             g = s.gather_to
-            ready[(s.output, g)] = max(arr.get(g, 0.0), ready.get((s.output, g), 0.0))
-    arr = send("final", plan.final)
-    latency = max(arr.get(plan.sink, 0.0), ready.get((plan.output, plan.sink), 0.0))
-    bottleneck = max(busy.values()) if busy else latency
+            done = max(arr.get(g, 0.0), self.ready.get((s.output, g), 0.0))
+            for dev in per_dev:
+                self.ready.pop((s.output, dev), None)
+            self.ready[(s.output, g)] = done
+
+    def finish(self, sink: str, output: str, final: list[Transfer]) -> float:
+        """Send the output to ``sink``; returns the latency (s)."""
+        arr = self.send("final", final)
+        return max(arr.get(sink, 0.0), self.ready.get((output, sink), 0.0))
+
+
+def stage_span(graph: LayerGraph, cluster: Cluster, stage: Stage, holder: str) -> float:
+    """Seconds from the moment ``holder`` alone holds all of the stage's inputs (everything idle)
+    until the stage is done: its output gathered at ``stage.gather_to`` if set, else the last
+    task finished. ``stage`` must be routed (see :func:`route_stage`)."""
+    sch = Schedule(graph, cluster)
+    for tensor in {t.tensor for t in stage.transfers} | {t for d in task_needs(graph, stage).values() for t in d}:
+        sch.ready[(tensor, holder)] = 0.0
+    sch.run_stage(0, stage)
+    if stage.gather_to:
+        return sch.ready[(stage.output, stage.gather_to)]
+    return max(sch.dev_free.values())
+
+
+def evaluate(plan: Plan, graph: LayerGraph, cluster: Cluster) -> Report:
+    """Latency, throughput, per-device compute and peak memory, bytes per link (see module doc)."""
+    validate(plan, graph, cluster)
+    sch = Schedule(graph, cluster)
+    sch.ready[(graph.input_name, plan.source)] = 0.0
+    for i, s in enumerate(plan.stages):
+        sch.run_stage(i, s)
+    latency = sch.finish(plan.sink, plan.output, plan.final)
+    bottleneck = max(sch.busy.values()) if sch.busy else latency
     peak, wbytes = _memory(plan, graph)
     over = {d: peak[d] - cluster.device(d).memory_bytes for d in peak if peak[d] > cluster.device(d).memory_bytes}
-    compute_s = {d: flops[d] / speed[d] for d in speed}
-    return Report(latency, 1.0 / bottleneck if bottleneck > 0 else float("inf"), compute_s, flops, peak, wbytes,
-                  dict(link_bytes), plan.comm_bytes, n_msgs, over, events)
+    compute_s = {d: sch.flops[d] / sch.speed[d] for d in sch.speed}
+    return Report(latency, 1.0 / bottleneck if bottleneck > 0 else float("inf"), compute_s, dict(sch.flops), peak,
+                  wbytes, dict(sch.link_bytes), plan.comm_bytes, sch.messages, over, sch.events)
 
 
 def _memory(plan: Plan, graph: LayerGraph) -> tuple[dict[str, int], dict[str, int]]:
@@ -654,10 +674,7 @@ def _memory(plan: Plan, graph: LayerGraph) -> tuple[dict[str, int], dict[str, in
             full = graph.tensor_bytes(s.output)
             got = sum(t.nbytes for t in s.gather)
             peak[g] = max(peak[g], live(g, i) + outs[g] + got)
-            for d in devices:
-                if outs[d] and d != g and not s.partial:
-                    held[d].append((s.output, outs[d], until))
-            held[g].append((s.output, full, until))
+            held[g].append((s.output, full, until))      # the others drop their pieces
         else:
             for d in devices:
                 if outs[d]:

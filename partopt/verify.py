@@ -245,7 +245,6 @@ def verify(plan: Plan, module: nn.Module, x: torch.Tensor, graph: Optional[Layer
 
 def _execute(plan: Plan, graph: LayerGraph, mods: dict[str, nn.Module], x: torch.Tensor):
     store: dict[str, list[_Piece]] = {graph.input_name: [_Piece(plan.source, Box.full(graph.tensor_chw(graph.input_name)), x)]}
-    gathered: dict[str, _Piece] = {}
     moved = 0
     link: dict[str, int] = defaultdict(int)
     bad: list[str] = []
@@ -254,15 +253,8 @@ def _execute(plan: Plan, graph: LayerGraph, mods: dict[str, nn.Module], x: torch
         nonlocal moved
         inbox: dict[tuple[str, str], list[tuple[str, Box, torch.Tensor]]] = defaultdict(list)
         for t in ts:
-            src_piece = None
-            g = gathered.get(t.tensor)
-            if g is not None and g.device == t.src and g.box.contains(t.box) and not t.partial:
-                src_piece = g
-            else:
-                for p in store.get(t.tensor, []):
-                    if p.device == t.src and p.partial == t.partial and p.box.contains(t.box):
-                        src_piece = p
-                        break
+            src_piece = next((p for p in store.get(t.tensor, []) if p.device == t.src and p.partial == t.partial
+                              and p.box.contains(t.box)), None)
             if src_piece is None:
                 raise _Missing(f"{t.src} does not hold box {t.box.to_list()} of {t.tensor} it must send")
             payload = _slice(src_piece.data, src_piece.box, t.box).clone()
@@ -276,11 +268,8 @@ def _execute(plan: Plan, graph: LayerGraph, mods: dict[str, nn.Module], x: torch
 
     def assemble(tensor: str, dev: str, need: Box, inbox) -> torch.Tensor:
         n = x.shape[0]
-        g = gathered.get(tensor)
-        if g is not None and g.device == dev:
-            return _slice(g.data, g.box, need)
         pieces = store[tensor]
-        if pieces and pieces[0].partial and g is None:
+        if pieces and pieces[0].partial:
             out = torch.zeros((n, *need.shape), dtype=x.dtype)
             contributors = set()
             for p in pieces:
@@ -336,9 +325,7 @@ def _execute(plan: Plan, graph: LayerGraph, mods: dict[str, nn.Module], x: torch
             gin = deliver(s.gather)
             full = Box.full(graph.tensor_chw(s.output))
             data = assemble(s.output, s.gather_to, full, gin)
-            gathered[s.output] = _Piece(s.gather_to, full, data)
-            if s.partial:
-                store[s.output] = [gathered[s.output]]
+            store[s.output] = [_Piece(s.gather_to, full, data)]   # the others drop their pieces
     fin = deliver(plan.final)
     full = Box.full(graph.tensor_chw(plan.output))
     out = assemble(plan.output, plan.sink, full, fin)
