@@ -129,3 +129,31 @@ def test_stage_order_and_outputs_are_checked(zoo):
         Plan.from_dict({"format": "other"})
     with pytest.raises(PlanError, match="malformed"):
         Plan.from_dict({"format": "partopt-plan/1"})
+
+
+def test_verification_can_fail():
+    """A plan whose data is wrong must fail: the comparison with the unsplit model is not vacuous."""
+    net, x, g = tiny()
+    cl = two_devices()
+    plan = row_plan(g, cl)
+    assert verify(plan, net, x, g, cl).ok
+    # d1's input rows arrive shifted by one row: the plan still moves its planned bytes, but the
+    # rows it computes from are the wrong ones
+    d = plan.to_dict()
+    t = d["stages"][0]["transfers"][0]
+    t["box"] = [0, 1, 0, 3, 0, 4]          # rows 0..2 instead of 1..3
+    bad = Plan.from_dict(d)
+    with pytest.raises(PlanError):         # d1 then lacks row 3: refused before execution
+        verify(bad, net, x, g, cl)
+
+
+def test_verify_reports_numeric_mismatch(monkeypatch):
+    """If the split execution computed something else, verify says so (ok False, reason)."""
+    import partopt.verify as pv
+    net, x, g = tiny()
+    cl = two_devices()
+    plan = row_plan(g, cl)
+    real = pv.run_op
+    monkeypatch.setattr(pv, "run_op", lambda *a, **k: real(*a, **k) * 1.001)
+    v = verify(plan, net, x, g, cl)
+    assert not v.ok and "relative error" in v.reason and v.max_rel_err > 1e-4

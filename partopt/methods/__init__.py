@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..errors import UnknownMethodError
-from . import baselines
+from . import baselines, dpfp
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,10 @@ METHODS: dict[str, Method] = {
                         "MoDNN-style: rows of each layer by speed, gathered at the master after every layer"),
     "coedge": Method("coedge", baselines.coedge, None,
                      "CoEdge-style: rows of each layer by speed, halo exchange only, memory-aware shares"),
+    "fused": Method("fused", dpfp.fused, None,
+                    "DeepThings-style: the whole conv part as one receptive-field block, one scatter, one gather"),
+    "dpfp": Method("dpfp", dpfp.heuristic, dpfp.exact,
+                   "RFS + DPFP: receptive-field blocks chosen by dynamic programming (exact: arc ILP)"),
 }
 
 

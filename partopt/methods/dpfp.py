@@ -1,0 +1,259 @@
+"""RFS + DPFP: receptive-field segmentation and fused-layer blocks chosen by dynamic programming.
+
+After Li, Iosifidis, Zhang, "Receptive Field-based Segmentation for Distributed CNN Inference
+Acceleration in Collaborative Edge Computing" (arXiv 2207.11293). Readings of the paper that
+partopt states as assumptions (the stored copy of the paper carries only its abstract):
+
+- **RFS**: a block of consecutive layers is split by output rows; each device gets the exact
+  input rows its rows need (the receptive field, mapped back layer by layer) and computes its
+  whole cone with no exchange inside the block; overlapping cones are computed twice.
+- **Fused-layer parallelization**, master-centric: the *master* (the device holding the input,
+  the cluster's first device unless ``source`` is given) sends each device its input segment
+  for the block, every device computes its cone, and the output segments are gathered back at
+  the master, which alone then holds the block's output. So a block's cost does not depend on
+  how its neighbours were split, which is what makes the DP exact.
+- **Where a block may end**: at a *cut point* of the op order, a place where exactly one tensor
+  crosses (between layers of a chain; between residual blocks of a ResNet or MobileNetV2).
+  The ops between two consecutive cut points form a *unit*; a block is a run of units.
+- The spatial part is every unit before the first one that flattens, is fully connected, or
+  outputs a single row; that *tail* runs on the master (one stage).
+- Segment sizes: rows in proportion to device speed (largest remainder), in every block.
+
+**DPFP** (the heuristic): with ``cost(i, j)`` the time of the block made of units i..j-1, priced by
+:func:`partopt.plan.stage_span` (the schedule rules of :func:`partopt.plan.evaluate`),
+``T(0) = 0, T(j) = min_{i<j} T(i) + cost(i, j)``; the latency of the plan is ``T(U)`` plus the
+tail's time. The DP is exact over blockings for these segment sizes: ``evaluate`` of the
+resulting plan equals its ``T(U)`` + tail to rounding.
+
+**Exact** (:func:`exact`): the same problem as an integer program over the arcs of a path
+graph on the cut points (``x[i, j] = 1`` when units i..j-1 form a block), flow conservation,
+objective the sum of arc costs; solved by CBC or HiGHS (PuLP) or CP-SAT (costs in integer
+nanoseconds). Its optimum agrees with the DP; it is the formulation a paper can state
+(formulations/dpfp.tex). Choosing segment rows per device inside the exact model is not done
+yet (the rows follow the speed-proportional rule in both).
+
+Example:
+    >>> from partopt.zoo import load_model, example_input
+    >>> from partopt.graph import LayerGraph
+    >>> from partopt.cluster import preset
+    >>> net, shape, _ = load_model("lenet5"); g = LayerGraph.from_module(net, example_input(shape))
+    >>> sol = heuristic(g, preset("pi4x4"), model="lenet5")
+    >>> sol.status, sol.plan.meta["blocks"]           # LeNet-5's six spatial units fused into one block
+    ('heuristic', [[0, 6]])
+    >>> abs(sol.report.latency_s - dp(problem(g, preset("pi4x4")))[0]) < 1e-12
+    True
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from ..cluster import Cluster
+from ..errors import PartoptError, SolverError
+from ..graph import LayerGraph
+from ..plan import Stage, Task, build_plan, evaluate, gathered, route_stage, stage_span
+from ..solvers import Solution, solve_cpsat, solve_milp
+from .baselines import split_tasks
+
+NS = 1e9  # CP-SAT states times in integer nanoseconds
+
+
+@dataclass
+class Problem:
+    """What the DP and the exact model share: units, the block-cost table and the tail."""
+
+    graph: LayerGraph
+    cluster: Cluster
+    master: str
+    units: list[list[str]]          # spatial units, in order
+    inputs: list[str]               # the tensor entering each unit (index = cut point)
+    tail: list[str]                 # ops after the spatial part (on the master), may be empty
+    shares: dict[str, float]
+    cost: dict[tuple[int, int], float]   # (i, j) -> seconds of the block of units i..j-1
+    tail_s: float
+
+    @property
+    def n(self) -> int:
+        return len(self.units)
+
+
+def cut_points(graph: LayerGraph) -> list[int]:
+    """Positions p (0..len(ops)-1) in op order where exactly one tensor made before p is read at p or later."""
+    pos = {o.name: i for i, o in enumerate(graph.ops)}
+    last_read: dict[str, int] = {}
+    for i, o in enumerate(graph.ops):
+        for t in o.inputs:
+            last_read[t] = i
+    cuts = []
+    for p in range(len(graph.ops)):
+        live = [t for t, r in last_read.items() if r >= p and (t == graph.input_name or pos[t] < p)]
+        if len(live) == 1:
+            cuts.append(p)
+    return cuts
+
+
+def _units(graph: LayerGraph) -> tuple[list[list[str]], list[str], list[str]]:
+    cuts = cut_points(graph) + [len(graph.ops)]
+    names = [o.name for o in graph.ops]
+    units, inputs = [], []
+    for a, b in zip(cuts, cuts[1:]):
+        unit = names[a:b]
+        out = graph.op[unit[-1]]
+        if any(graph.op[n].kind in ("flatten", "linear") for n in unit) or out.out_chw[1] <= 1:
+            return units, inputs, names[a:]
+        live = names[a - 1] if a > 0 else graph.input_name
+        # the crossing tensor at cut a is what the unit reads from outside
+        ext = {t for n in unit for t in graph.op[n].inputs if t not in unit}
+        units.append(unit)
+        inputs.append(ext.pop() if ext else live)
+    return units, inputs, []
+
+
+def block_stage(p: Problem, i: int, j: int) -> Stage:
+    ops = [n for u in p.units[i:j] for n in u]
+    return Stage(ops, split_tasks(p.graph, ops[-1], p.shares), gather_to=p.master)
+
+
+def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
+            shares: Optional[dict[str, float]] = None) -> Problem:
+    """Units and every block's cost (seconds), priced by the schedule rules of ``evaluate``."""
+    master = source or cluster.devices[0].name
+    cluster.device(master)
+    units, inputs, tail = _units(graph)
+    if not units:
+        raise PartoptError("the model has no spatial layers to segment by rows")
+    shares = dict(shares or {d.name: d.flops_per_s for d in cluster.devices})
+    p = Problem(graph, cluster, master, units, inputs, tail, shares, {}, 0.0)
+    for i in range(p.n):
+        for j in range(i + 1, p.n + 1):
+            st = block_stage(p, i, j)
+            routed = route_stage(graph, st, {inputs[i]: gathered(graph, inputs[i], master)})
+            p.cost[(i, j)] = stage_span(graph, cluster, routed, master)
+    if tail:
+        t_in = p.units[-1][-1]
+        routed = route_stage(graph, Stage(tail, [Task(master, _full(graph, tail[-1]))]),
+                             {t_in: gathered(graph, t_in, master)})
+        p.tail_s = stage_span(graph, cluster, routed, master)
+    return p
+
+
+def _full(graph, name):
+    from ..geometry import Box
+    return Box.full(graph.tensor_chw(name))
+
+
+def plan_of(p: Problem, blocks: list[tuple[int, int]], *, model: str, method: str, meta: Optional[dict] = None):
+    """The plan of a blocking (list of (i, j) unit ranges covering 0..n)."""
+    stages = [block_stage(p, i, j) for i, j in blocks]
+    if p.tail:
+        stages.append(Stage(p.tail, [Task(p.master, _full(p.graph, p.tail[-1]))]))
+    m = {"blocks": [list(b) for b in blocks], "shares": p.shares, "master": p.master, **(meta or {})}
+    return build_plan(p.graph, p.cluster, stages, model=model, method=method, source=p.master, sink=p.master, meta=m)
+
+
+def latency_of(p: Problem, blocks: list[tuple[int, int]]) -> float:
+    return sum(p.cost[b] for b in blocks) + p.tail_s
+
+
+def dp(p: Problem) -> tuple[float, list[tuple[int, int]]]:
+    """DPFP: T(j) = min_i T(i) + cost(i, j). Returns (T(n) + tail seconds, the blocks)."""
+    best = [0.0] + [float("inf")] * p.n
+    arg = [0] * (p.n + 1)
+    for j in range(1, p.n + 1):
+        for i in range(j):
+            v = best[i] + p.cost[(i, j)]
+            if v < best[j]:
+                best[j], arg[j] = v, i
+    blocks, j = [], p.n
+    while j > 0:
+        blocks.append((arg[j], j))
+        j = arg[j]
+    return best[p.n] + p.tail_s, blocks[::-1]
+
+
+def brute_force(p: Problem) -> tuple[float, list[tuple[int, int]]]:
+    """Every blocking (2^(n-1) of them); for checking the DP and the exact model on small models."""
+    best = (float("inf"), [])
+    for mask in itertools.product((0, 1), repeat=p.n - 1):
+        cuts = [0] + [k + 1 for k, m in enumerate(mask) if m] + [p.n]
+        blocks = list(zip(cuts, cuts[1:]))
+        v = latency_of(p, blocks)
+        if v < best[0]:
+            best = (v, blocks)
+    return best
+
+
+def _finish(p: Problem, blocks, method, model, t0, status="heuristic", **kw) -> Solution:
+    plan = plan_of(p, blocks, model=model, method=method)
+    rep = evaluate(plan, p.graph, p.cluster)
+    if not rep.memory_ok:
+        return Solution(plan, "infeasible", method, kw.pop("mode", "heuristic"), solve_s=time.perf_counter() - t0,
+                        report=rep, reason=rep.infeasible_reason(), **kw)
+    return Solution(plan, status, method, kw.pop("mode", "heuristic"), objective=rep.latency_s,
+                    solve_s=time.perf_counter() - t0, report=rep, **kw)
+
+
+def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None) -> Solution:
+    """DPFP: the DP over blockings with speed-proportional row segments."""
+    t0 = time.perf_counter()
+    p = problem(graph, cluster, source)
+    _, blocks = dp(p)
+    return _finish(p, blocks, "dpfp", model, t0)
+
+
+def fused(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None) -> Solution:
+    """DeepThings-style baseline: the whole spatial part as one fused block (RFS, one scatter, one gather)."""
+    t0 = time.perf_counter()
+    p = problem(graph, cluster, source)
+    return _finish(p, [(0, p.n)], "fused", model, t0)
+
+
+def build_model(p: Problem, solver: str = "cbc"):
+    """The arc ILP of ``p`` as a PuLP problem (cbc/highs) or a CP-SAT model, and its arc variables."""
+    arcs = sorted(p.cost)
+    if solver == "cpsat":
+        from ortools.sat.python import cp_model
+        m = cp_model.CpModel()
+        x = {a: m.new_bool_var(f"x_{a[0]}_{a[1]}") for a in arcs}
+        for k in range(p.n + 1):
+            out = [x[a] for a in arcs if a[0] == k]
+            inn = [x[a] for a in arcs if a[1] == k]
+            rhs = 1 if k == 0 else (-1 if k == p.n else 0)
+            m.add(sum(out) - sum(inn) == rhs)
+        m.minimize(sum(round(p.cost[a] * NS) * x[a] for a in arcs))
+        return m, x
+    import pulp
+    prob = pulp.LpProblem("dpfp", pulp.LpMinimize)
+    x = {a: pulp.LpVariable(f"x_{a[0]}_{a[1]}", cat="Binary") for a in arcs}
+    prob += pulp.lpSum(p.cost[a] * x[a] for a in arcs) + p.tail_s
+    for k in range(p.n + 1):
+        rhs = 1 if k == 0 else (-1 if k == p.n else 0)
+        prob += (pulp.lpSum(x[a] for a in arcs if a[0] == k) - pulp.lpSum(x[a] for a in arcs if a[1] == k) == rhs,
+                 f"flow_{k}")
+    return prob, x
+
+
+def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None, solver: str = "highs", time_limit: Optional[float] = None,
+          threads: Optional[int] = None) -> Solution:
+    """The arc ILP over blockings, solved by ``solver`` (cbc, highs or cpsat)."""
+    t0 = time.perf_counter()
+    if solver not in ("cbc", "highs", "cpsat"):
+        raise SolverError(f"unknown solver {solver!r}; choose cbc, highs or cpsat")
+    p = problem(graph, cluster, source)
+    stated = build_model(p, solver)
+    if solver == "cpsat":
+        res, s = solve_cpsat(stated[0], time_limit, threads, scale=NS)
+        chosen = [a for a, v in stated[1].items() if res.objective is not None and s.value(v)]
+        if res.objective is not None:
+            res.objective += p.tail_s
+            res.bound = None if res.bound is None else res.bound + p.tail_s
+    else:
+        res = solve_milp(stated[0], solver, time_limit, threads)
+        chosen = [a for a, v in stated[1].items() if res.objective is not None and (v.value() or 0) > 0.5]
+    if res.status in ("infeasible", "no_solution"):
+        raise SolverError(f"{solver} found no blocking ({res.status}); the path model always has one")
+    blocks = sorted(chosen)
+    return _finish(p, blocks, "dpfp", model, t0, status=res.status, mode="exact", bound=res.bound, gap=res.gap,
+                   solver=solver)
