@@ -233,6 +233,14 @@ PRESETS: dict[str, tuple[str, Callable[[], Cluster]]] = {
                 "100 Mbit/s switched Ethernet (12.5 MB/s, 1 ms)",
                 lambda: heterogeneous([("server", 100e9, 8 * GiB), ("phone", 30e9, 2 * GiB),
                                        ("pi", 8e9, 1 * GiB)], 12.5e6, 0.001, "mesh", "hetero3")),
+    # RFS + DPFP (Li, Iosifidis, Zhang 2022). The stored copy of the paper carries only its
+    # abstract, so its testbed is an ASSUMPTION: four Raspberry-Pi-4-class edge servers, as in the
+    # same group's HALP prototype (three Raspberry Pi 4), on switched 100 Mbit/s links; es0 is the
+    # requester holding the image. benchmarks/bench_dpfp.py sweeps device count and bandwidth.
+    "dpfp-paper": ("ASSUMED setup of the RFS+DPFP paper: 4 edge servers (8 GFLOP/s, 1.5 GiB), switched "
+                   "100 Mbit/s mesh (12.5 MB/s, 1 ms); es0 holds the input",
+                   lambda: homogeneous(4, bandwidth_bytes_per_s=12.5e6, latency_s=0.001, link="mesh", prefix="es",
+                                       name="dpfp-paper")),
 }
 
 

@@ -94,3 +94,14 @@ def test_console_script_no_traceback():
     assert p.returncode == 2 and "Traceback" not in p.stderr and "unknown model" in p.stderr
     p = subprocess.run([exe, "solve"], capture_output=True, text=True)     # argparse usage error
     assert p.returncode == 2 and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs", "cpsat"])
+def test_solve_exact_dpfp(capsys, solver):
+    code, out, _ = run(capsys, "solve", "alexnet", "--method", "dpfp", "--exact", "--solver", solver,
+                       "--time-limit", "30", "--verify", "--json")
+    rec = json.loads(out)
+    assert code == 0 and rec["mode"] == "exact" and rec["status"] == "optimal" and rec["verified"] is True
+    assert rec["gap"] == 0.0 and rec["solver"] == solver
+    code, out, _ = run(capsys, "solve", "alexnet", "--method", "dpfp", "--json")
+    assert json.loads(out)["latency_s"] == pytest.approx(rec["latency_s"], rel=1e-9)
