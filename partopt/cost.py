@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, Optional
 
-from .geometry import Box, adaptive_window_1d
+from .geometry import Box, adaptive_window_1d, union_volume
 
 if TYPE_CHECKING:
     from .graph import Op
@@ -67,8 +67,6 @@ def region_flops(op: "Op", box: Box, in_channels: Optional[tuple[int, int]] = No
 def weight_bytes(op: "Op", rects: Iterable[tuple[int, int, int, int]]) -> int:
     """Bytes of ``op``'s parameters a device holds, given the (c_out0, c_out1, c_in0, c_in1)
     slices its tasks use; overlapping slices are counted once."""
-    from .geometry import union_volume
-
     rects = [r for r in rects if r[1] > r[0] and r[3] > r[2]]
     if not rects or op.param_bytes == 0:
         return 0
