@@ -104,4 +104,4 @@ def test_solve_exact_dpfp(capsys, solver):
     assert code == 0 and rec["mode"] == "exact" and rec["status"] == "optimal" and rec["verified"] is True
     assert rec["gap"] == 0.0 and rec["solver"] == solver
     code, out, _ = run(capsys, "solve", "alexnet", "--method", "dpfp", "--json")
-    assert json.loads(out)["latency_s"] == pytest.approx(rec["latency_s"], rel=1e-9)
+    assert rec["latency_s"] <= json.loads(out)["latency_s"] + 1e-12   # exact rows never lose

@@ -18,11 +18,11 @@ def clusters(n):
     return [homo, het]
 
 
-def chain(seed=0):
+def chain(seed=0, size=64):
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
                         nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 5, stride=2),
                         nn.ReLU(), nn.AvgPool2d(2))
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, size, size)
     randomize(net, seed)
     return net, x, LayerGraph.from_module(net, x)
 
@@ -71,7 +71,7 @@ def test_exact_agrees_with_dp(zoo, name, solver):
     _, _, g = zoo(name)
     for cl in (preset("pi4x4"), preset("hetero3"), preset("pi4x4").scaled(0.1)):
         v_dp, _ = dpfp.dp(dpfp.problem(g, cl))
-        sol = dpfp.exact(g, cl, model=name, solver=solver, time_limit=60)
+        sol = dpfp.exact(g, cl, model=name, solver=solver, time_limit=60, rows="speed")
         assert sol.status == "optimal" and sol.mode == "exact" and sol.solver == solver
         tol = 1e-9 if solver != "cpsat" else 1e-9 * len(sol.plan.stages) * 10   # CP-SAT: integer ns
         assert sol.report.latency_s == pytest.approx(v_dp, rel=1e-9, abs=tol)
@@ -116,3 +116,98 @@ def test_model_export(tmp_path, zoo):
     prob, x = dpfp.build_model(p, "cbc")
     assert len(x) == p.n * (p.n + 1) // 2
     assert "flow_0" in open(export_model(prob, str(tmp_path / "dpfp.lp"))).read()
+
+
+# -- integer rows (partopt/methods/rfs_rows.py) ------------------------------------------------
+import itertools
+
+from partopt.geometry import Box
+from partopt.methods.rfs_rows import best_rows
+from partopt.plan import Stage, Task, gathered, route_stage, stage_span
+
+
+def span_of(g, cl, ops, x, master, segs):
+    c, _, w = g.op[ops[-1]].out_chw
+    st = Stage(ops, [Task(d, Box(0, c, a, b, 0, w)) for d, (a, b) in segs.items()], gather_to=master)
+    return stage_span(g, cl, route_stage(g, st, {x: gathered(g, x, master)}), master)
+
+
+def brute_rows(g, cl, ops, x, master):
+    """Every integer split of the block's output rows into contiguous segments in device order."""
+    h = g.op[ops[-1]].out_chw[1]
+    best = float("inf")
+    for cuts in itertools.combinations_with_replacement(range(h + 1), len(cl) - 1):
+        b = [0, *cuts, h]
+        best = min(best, span_of(g, cl, ops, x, master,
+                                 {d: (b[i], b[i + 1]) for i, d in enumerate(cl.names) if b[i + 1] > b[i]}))
+    return best
+
+
+SLOW_DEVICES = [  # compute dear, messages cheap: splitting pays, so the optimum is not trivial
+    homogeneous(3, flops_per_s=2e7, link="mesh", bandwidth_bytes_per_s=1e9, latency_s=1e-4, name="m3"),
+    heterogeneous([("a", 4e7, GiB), ("b", 2e7, GiB), ("c", 1e7, GiB)], 5e8, 1e-4, "shared", "h3"),
+    homogeneous(2, flops_per_s=1e7, bandwidth_bytes_per_s=1e8, latency_s=1e-4, name="s2"),
+    homogeneous(2, name="pi2"),
+]
+
+
+@pytest.mark.parametrize("cl", SLOW_DEVICES, ids=lambda c: c.name)
+def test_block_rows_match_brute_force(cl):
+    net, x, g = chain(size=32)
+    p = dpfp.problem(g, cl)
+    nontrivial = 0
+    for i, j in [(0, p.n), (0, 3), (2, 6), (5, p.n)]:
+        ops = [n for u in p.units[i:j] for n in u]
+        r = best_rows(g, cl, ops, p.inputs[i], p.master)
+        assert r.status == "optimal"
+        true = span_of(g, cl, ops, p.inputs[i], p.master, r.segments)
+        assert true == pytest.approx(brute_rows(g, cl, ops, p.inputs[i], p.master), abs=1e-8)
+        assert abs(true - r.objective) <= 1e-9 * (len(ops) + 2) * len(cl)     # nanosecond rounding
+        nontrivial += len(r.segments) > 1
+    if cl.name != "pi2":
+        assert nontrivial       # the cases exercise real splits, not everything on the master
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs", "cpsat"])
+def test_exact_rows_equal_brute_force_over_blocks_and_rows(solver):
+    """Blocks x integer rows: the exact model against per-block brute force + the DP."""
+    for cl in (SLOW_DEVICES[2], SLOW_DEVICES[3]):
+        net, x, g = chain(size=24)
+        p = dpfp.problem(g, cl)
+        brute_costs = {(i, j): brute_rows(g, cl, [n for u in p.units[i:j] for n in u], p.inputs[i], p.master)
+                       for (i, j) in p.cost}
+        best, _ = dpfp.dp(dpfp.Problem(g, cl, p.master, p.units, p.inputs, p.tail, p.shares, brute_costs, p.tail_s))
+        sol = dpfp.exact(g, cl, model="chain", solver=solver)
+        assert sol.status == "optimal" and sol.gap == 0.0
+        assert sol.report.latency_s == pytest.approx(best, abs=1e-8)
+        assert sol.report.latency_s <= dpfp.heuristic(g, cl, model="chain").report.latency_s + 1e-12
+        assert verify(sol.plan, net, x, g, cl).ok
+
+
+@pytest.mark.parametrize("name", ["lenet5", "alexnet"])
+def test_exact_rows_verify_and_bound_heuristic(zoo, name):
+    module, x, g = zoo(name)
+    for cl in (preset("pi4x4"), preset("hetero3")):
+        e = dpfp.exact(g, cl, model=name)
+        h = dpfp.heuristic(g, cl, model=name)
+        assert e.status == "optimal" and e.report.latency_s <= h.report.latency_s + 1e-12
+        assert e.plan.meta["rows"] == "optimal"
+        v = verify(e.plan, module, x, g, cl)
+        assert v.ok, v.reason
+
+
+def test_block_time_limit_gives_feasible_with_bound(zoo):
+    _, _, g = zoo("alexnet")
+    e = dpfp.exact(g, preset("pi4x8"), model="alexnet", block_time_limit=0.01)
+    assert e.status in ("optimal", "feasible")
+    if e.status == "feasible":
+        assert e.bound is not None and e.bound <= e.report.latency_s + 1e-9 and e.gap >= 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "vgg16"])
+def test_exact_rows_large(zoo, name):
+    module, x, g = zoo(name)
+    e = dpfp.exact(g, preset("pi4x4"), model=name, block_time_limit=120)
+    assert e.report.latency_s <= dpfp.heuristic(g, preset("pi4x4"), model=name).report.latency_s + 1e-12
+    assert verify(e.plan, module, x, g, preset("pi4x4")).ok

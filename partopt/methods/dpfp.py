@@ -52,6 +52,7 @@ from typing import Optional
 
 from ..cluster import Cluster
 from ..errors import PartoptError, SolverError
+from ..geometry import Box
 from ..graph import LayerGraph
 from ..plan import Stage, Task, build_plan, evaluate, gathered, route_stage, stage_span
 from ..solvers import Solution, solve_cpsat, solve_milp
@@ -73,6 +74,10 @@ class Problem:
     shares: dict[str, float]
     cost: dict[tuple[int, int], float]   # (i, j) -> seconds of the block of units i..j-1
     tail_s: float
+    # with optimal rows: per block, device -> (first row, end row), and a proven lower bound (s)
+    segments: Optional[dict[tuple[int, int], dict[str, tuple[int, int]]]] = None
+    lower: Optional[dict[tuple[int, int], float]] = None
+    rows_proven: bool = True        # every block's rows proven optimal (always true for "speed")
 
     @property
     def n(self) -> int:
@@ -112,13 +117,27 @@ def _units(graph: LayerGraph) -> tuple[list[list[str]], list[str], list[str]]:
 
 
 def block_stage(p: Problem, i: int, j: int) -> Stage:
+    """The block of units i..j-1: rows by speed, or the block's own optimal rows if computed."""
     ops = [n for u in p.units[i:j] for n in u]
+    if p.segments is not None:
+        c, _, w = p.graph.op[ops[-1]].out_chw
+        tasks = [Task(d, Box(0, c, a, b, 0, w)) for d, (a, b) in p.segments[(i, j)].items()]
+        return Stage(ops, tasks, gather_to=p.master)
     return Stage(ops, split_tasks(p.graph, ops[-1], p.shares), gather_to=p.master)
 
 
 def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
-            shares: Optional[dict[str, float]] = None) -> Problem:
-    """Units and every block's cost (seconds), priced by the schedule rules of ``evaluate``."""
+            shares: Optional[dict[str, float]] = None, rows: str = "speed",
+            block_time_limit: Optional[float] = 30.0) -> Problem:
+    """Units and every block's cost (seconds), priced by the schedule rules of ``evaluate``.
+
+    ``rows="speed"``: every block's rows in proportion to ``shares`` (default: device speed).
+    ``rows="optimal"``: every block's own integer rows minimising its time
+    (:mod:`partopt.methods.rfs_rows`, CP-SAT, ``block_time_limit`` seconds per block); its
+    ``lower`` holds each block's proven lower bound.
+    """
+    if rows not in ("speed", "optimal"):
+        raise PartoptError(f"rows must be 'speed' or 'optimal', not {rows!r}")
     master = source or cluster.devices[0].name
     cluster.device(master)
     units, inputs, tail = _units(graph)
@@ -126,6 +145,20 @@ def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
         raise PartoptError("the model has no spatial layers to segment by rows")
     shares = dict(shares or {d.name: d.flops_per_s for d in cluster.devices})
     p = Problem(graph, cluster, master, units, inputs, tail, shares, {}, 0.0)
+    if rows == "optimal":
+        from .rfs_rows import best_rows
+        p.segments, p.lower = {}, {}
+        for i in range(p.n):
+            for j in range(i + 1, p.n + 1):
+                ops = [n for u in units[i:j] for n in u]
+                speed_rows = {t.device: (t.box.h0, t.box.h1) for t in split_tasks(graph, ops[-1], shares)}
+                r = best_rows(graph, cluster, ops, inputs[i], master, block_time_limit, hint=speed_rows)
+                # stopped without rows: keep the speed-proportional ones, and the bound proven so far
+                p.segments[(i, j)] = r.segments if r.objective is not None else speed_rows
+                p.rows_proven &= r.status == "optimal"
+                # the block model counts integer nanoseconds per table entry: allow that rounding
+                slack = 1e-9 * (len(ops) + 2) * len(cluster)
+                p.lower[(i, j)] = max(0.0, (r.bound or 0.0) - slack)
     for i in range(p.n):
         for j in range(i + 1, p.n + 1):
             st = block_stage(p, i, j)
@@ -133,23 +166,19 @@ def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
             p.cost[(i, j)] = stage_span(graph, cluster, routed, master)
     if tail:
         t_in = p.units[-1][-1]
-        routed = route_stage(graph, Stage(tail, [Task(master, _full(graph, tail[-1]))]),
+        routed = route_stage(graph, Stage(tail, [Task(master, Box.full(graph.tensor_chw(tail[-1])))]),
                              {t_in: gathered(graph, t_in, master)})
         p.tail_s = stage_span(graph, cluster, routed, master)
     return p
-
-
-def _full(graph, name):
-    from ..geometry import Box
-    return Box.full(graph.tensor_chw(name))
 
 
 def plan_of(p: Problem, blocks: list[tuple[int, int]], *, model: str, method: str, meta: Optional[dict] = None):
     """The plan of a blocking (list of (i, j) unit ranges covering 0..n)."""
     stages = [block_stage(p, i, j) for i, j in blocks]
     if p.tail:
-        stages.append(Stage(p.tail, [Task(p.master, _full(p.graph, p.tail[-1]))]))
-    m = {"blocks": [list(b) for b in blocks], "shares": p.shares, "master": p.master, **(meta or {})}
+        stages.append(Stage(p.tail, [Task(p.master, Box.full(p.graph.tensor_chw(p.tail[-1])))]))
+    m = {"blocks": [list(b) for b in blocks], "rows": "optimal" if p.segments is not None else "speed",
+         "shares": p.shares, "master": p.master, **(meta or {})}
     return build_plan(p.graph, p.cluster, stages, model=model, method=method, source=p.master, sink=p.master, meta=m)
 
 
@@ -235,25 +264,41 @@ def build_model(p: Problem, solver: str = "cbc"):
     return prob, x
 
 
-def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None, solver: str = "highs", time_limit: Optional[float] = None,
-          threads: Optional[int] = None) -> Solution:
-    """The arc ILP over blockings, solved by ``solver`` (cbc, highs or cpsat)."""
+def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
+          solver: str = "highs", time_limit: Optional[float] = None, threads: Optional[int] = None,
+          rows: str = "optimal", block_time_limit: Optional[float] = 30.0) -> Solution:
+    """The exact twin of DPFP: blocks as arcs of a path (solved by ``solver``: cbc, highs or
+    cpsat) and, with ``rows="optimal"``, every block's integer row segments chosen optimally
+    (CP-SAT per block). Blocks are independent under the master-centric scheme, so the optimum
+    of the whole is the shortest path over the blocks' optimal times.
+
+    Status ``optimal`` when every block and the path were proven optimal (block times to the
+    nanosecond rounding of the block model); otherwise ``feasible`` with the proven bound: the
+    shortest path over the blocks' lower bounds.
+    """
     t0 = time.perf_counter()
     if solver not in ("cbc", "highs", "cpsat"):
         raise SolverError(f"unknown solver {solver!r}; choose cbc, highs or cpsat")
-    p = problem(graph, cluster, source)
-    stated = build_model(p, solver)
+    p = problem(graph, cluster, source, rows=rows, block_time_limit=block_time_limit)
+    m, x = build_model(p, solver)
     if solver == "cpsat":
-        res, s = solve_cpsat(stated[0], time_limit, threads, scale=NS)
-        chosen = [a for a, v in stated[1].items() if res.objective is not None and s.value(v)]
-        if res.objective is not None:
-            res.objective += p.tail_s
-            res.bound = None if res.bound is None else res.bound + p.tail_s
+        res, s = solve_cpsat(m, time_limit, threads, scale=NS)
+        chosen = [a for a, v in x.items() if res.objective is not None and s.value(v)]
     else:
-        res = solve_milp(stated[0], solver, time_limit, threads)
-        chosen = [a for a, v in stated[1].items() if res.objective is not None and (v.value() or 0) > 0.5]
+        res = solve_milp(m, solver, time_limit, threads)
+        chosen = [a for a, v in x.items() if res.objective is not None and (v.value() or 0) > 0.5]
     if res.status in ("infeasible", "no_solution"):
         raise SolverError(f"{solver} found no blocking ({res.status}); the path model always has one")
     blocks = sorted(chosen)
-    return _finish(p, blocks, "dpfp", model, t0, status=res.status, mode="exact", bound=res.bound, gap=res.gap,
-                   solver=solver)
+    value = latency_of(p, blocks)
+    if res.status == "optimal" and p.rows_proven:
+        status, bound, gap = "optimal", value, 0.0
+    else:
+        # proven: the path over the blocks' lower bounds (rows), or the path solver's own bound
+        status = "feasible"
+        bound = res.bound + (p.tail_s if solver == "cpsat" else 0.0) if res.bound is not None else None
+        if p.lower is not None:
+            lb = dp(Problem(p.graph, p.cluster, p.master, p.units, p.inputs, p.tail, p.shares, p.lower, p.tail_s))[0]
+            bound = lb if bound is None else min(bound, lb)
+        gap = None if bound is None else max(0.0, (value - bound) / value)
+    return _finish(p, blocks, "dpfp", model, t0, status=status, mode="exact", bound=bound, gap=gap, solver=solver)
