@@ -11,7 +11,8 @@ KNOWN = {"subsection", "paragraph", "begin", "end", "min", "sum", "in", "le", "l
          "quad", "mathrm", "text", "round", "texttt", "input", "_", "ldots", "cdot", "times", "mid", "max", "ge",
          "left", "right", "forall", "mathcal", "emph", "label", "ref", "cite", "alpha", "gamma", "delta", "sigma",
          "tau", "frac", "sqrt", "leq", "geq", "neq", "infty", "lceil", "rceil", "lfloor", "rfloor", "cup", "cap",
-         "setminus", "subseteq", "emptyset", "hline", "textbf", "textit", "mathbb", "bar", "hat", "tilde", "prime"}
+         "setminus", "subseteq", "emptyset", "hline", "textbf", "textit", "mathbb", "bar", "hat", "tilde", "prime",
+         "Leftrightarrow", "Rightarrow", "big", "Big", "ell", "ne", "star"}  # standard LaTeX/amsmath only
 
 
 def test_there_are_formulations():
