@@ -40,26 +40,31 @@ def graph_of(name):
     return LayerGraph.from_module(m, example_input(s))
 
 
-def part_paper(models):
+def sweep(devices, factors, prefix="n"):
+    """Clusters of the dpfp-paper kind with ``devices`` servers and bandwidth x ``factors``."""
     base = preset("dpfp-paper")
+    for n in devices:
+        for f in factors:
+            yield n, f, homogeneous(n, bandwidth_bytes_per_s=base.bw("es0", "es1") * f, latency_s=base.latency_s,
+                                    link=base.link, prefix="es", name=f"{prefix}{n}-bw{f}")
+
+
+def part_paper(models):
     print("Paper comparison (dpfp-paper is an ASSUMED setup; see partopt/cluster.py)")
     print(f"{'model':12s} {'n':>2s} {'bw x':>5s} {'single s':>9s} {'layerwise':>9s} {'fused':>9s} {'coedge':>9s} "
           f"{'dpfp':>9s} {'dpfp vs single':>15s} {'dpfp vs MoDNN':>14s}")
     rows = []
     for name in models:
         g = graph_of(name)
-        for n in (2, 3, 4):
-            for f in (0.5, 1, 2, 4):
-                cl = homogeneous(n, bandwidth_bytes_per_s=base.bw("es0", "es1") * f, latency_s=base.latency_s,
-                                 link=base.link, prefix="es", name=f"dpfp-paper-n{n}-bw{f}")
-                t = {k: fn(g, cl, model=name).report.latency_s for k, fn in
-                     (("single", single), ("layerwise", layerwise), ("fused", dpfp.fused), ("coedge", coedge),
-                      ("dpfp", dpfp.heuristic))}
-                red = 100 * (1 - t["dpfp"] / t["single"])
-                rows.append((name, n, f, t, red))
-                print(f"{name:12s} {n:2d} {f:5g} {t['single']:9.4f} {t['layerwise']:9.4f} {t['fused']:9.4f} "
-                      f"{t['coedge']:9.4f} {t['dpfp']:9.4f} {red:+8.1f} % ({t['single'] / t['dpfp']:4.2f}x) "
-                      f"{t['layerwise'] / t['dpfp']:8.2f}x")
+        for n, f, cl in sweep((2, 3, 4), (0.5, 1, 2, 4), "dpfp-paper-n"):
+            t = {k: fn(g, cl, model=name).report.latency_s for k, fn in
+                 (("single", single), ("layerwise", layerwise), ("fused", dpfp.fused), ("coedge", coedge),
+                  ("dpfp", dpfp.heuristic))}
+            red = 100 * (1 - t["dpfp"] / t["single"])
+            rows.append((name, n, f, t, red))
+            print(f"{name:12s} {n:2d} {f:5g} {t['single']:9.4f} {t['layerwise']:9.4f} {t['fused']:9.4f} "
+                  f"{t['coedge']:9.4f} {t['dpfp']:9.4f} {red:+8.1f} % ({t['single'] / t['dpfp']:4.2f}x) "
+                  f"{t['layerwise'] / t['dpfp']:8.2f}x")
     for name in models:
         rs = [r for r in rows if r[0] == name]
         best = max(r[4] for r in rs)
@@ -70,42 +75,38 @@ def part_paper(models):
 
 def part_exact(models, out_csv):
     rows = []
-    base = preset("dpfp-paper")
     print(f"{'model':12s} {'n':>2s} {'bw x':>5s} {'units':>5s} {'table s':>8s} {'dp s':>7s} "
           f"{'cbc s':>7s} {'highs s':>7s} {'cpsat s':>7s}  agree")
     for name in models:
         g = graph_of(name)
-        for n in (2, 3, 4, 6, 8):
-            for f in (0.1, 1, 10):
-                cl = homogeneous(n, bandwidth_bytes_per_s=base.bw("es0", "es1") * f, latency_s=base.latency_s,
-                                 link=base.link, prefix="es", name=f"n{n}-bw{f}")
-                t0 = time.perf_counter()
-                p = dpfp.problem(g, cl)
-                t_table = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                v_dp, _ = dpfp.dp(p)
-                t_dp = time.perf_counter() - t0
-                row = {"model": name, "devices": n, "bandwidth_factor": f, "units": p.n, "table_s": t_table,
-                       "dp_s": t_dp, "dp_latency_s": v_dp}
-                agree = True
-                for solver in ("cbc", "highs", "cpsat"):
-                    m, _ = dpfp.build_model(p, solver)
-                    if solver == "cpsat":
-                        r, _ = solve_cpsat(m, 120, scale=dpfp.NS)
-                        obj = None if r.objective is None else r.objective + p.tail_s
-                        ok = r.status == "optimal" and abs(obj - v_dp) <= 1e-9 * (p.n + 1) + 1e-12 * v_dp
-                    else:
-                        r = solve_milp(m, solver, 120)
-                        obj = r.objective
-                        ok = r.status == "optimal" and abs(obj - v_dp) <= 1e-9 * v_dp
-                    agree &= ok
-                    row[f"{solver}_status"] = r.status
-                    row[f"{solver}_s"] = r.solve_s
-                    row[f"{solver}_latency_s"] = obj
-                row["agree"] = agree
-                rows.append(row)
-                print(f"{name:12s} {n:2d} {f:5g} {p.n:5d} {t_table:8.2f} {t_dp:7.4f} {row['cbc_s']:7.3f} "
-                      f"{row['highs_s']:7.3f} {row['cpsat_s']:7.3f}  {agree}", flush=True)
+        for n, f, cl in sweep((2, 3, 4, 6, 8), (0.1, 1, 10)):
+            t0 = time.perf_counter()
+            p = dpfp.problem(g, cl)
+            t_table = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            v_dp, _ = dpfp.dp(p)
+            t_dp = time.perf_counter() - t0
+            row = {"model": name, "devices": n, "bandwidth_factor": f, "units": p.n, "table_s": t_table,
+                   "dp_s": t_dp, "dp_latency_s": v_dp}
+            agree = True
+            for solver in ("cbc", "highs", "cpsat"):
+                m, _ = dpfp.build_model(p, solver)
+                if solver == "cpsat":
+                    r, _ = solve_cpsat(m, 120, scale=dpfp.NS)
+                    obj = None if r.objective is None else r.objective + p.tail_s
+                    ok = r.status == "optimal" and abs(obj - v_dp) <= 1e-9 * (p.n + 1) + 1e-12 * v_dp
+                else:
+                    r = solve_milp(m, solver, 120)
+                    obj = r.objective
+                    ok = r.status == "optimal" and abs(obj - v_dp) <= 1e-9 * v_dp
+                agree &= ok
+                row[f"{solver}_status"] = r.status
+                row[f"{solver}_s"] = r.solve_s
+                row[f"{solver}_latency_s"] = obj
+            row["agree"] = agree
+            rows.append(row)
+            print(f"{name:12s} {n:2d} {f:5g} {p.n:5d} {t_table:8.2f} {t_dp:7.4f} {row['cbc_s']:7.3f} "
+                  f"{row['highs_s']:7.3f} {row['cpsat_s']:7.3f}  {agree}", flush=True)
     os.makedirs(os.path.dirname(out_csv), exist_ok=True)
     with open(out_csv, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -119,24 +120,20 @@ def part_exact(models, out_csv):
 
 
 def part_gap(models, out_csv):
-    base = preset("dpfp-paper")
     rows = []
     print(f"{'model':12s} {'n':>2s} {'bw x':>5s} {'dpfp s':>9s} {'exact s':>9s} {'status':>8s} {'gap %':>7s} "
           f"{'solve s':>8s}")
     for name in models:
         g = graph_of(name)
-        for n in (2, 3, 4, 6, 8):
-            for f in (0.1, 1, 10):
-                cl = homogeneous(n, bandwidth_bytes_per_s=base.bw("es0", "es1") * f, latency_s=base.latency_s,
-                                 link=base.link, prefix="es", name=f"n{n}-bw{f}")
-                h = dpfp.heuristic(g, cl, model=name)
-                e = dpfp.exact(g, cl, model=name, solver="highs", block_time_limit=30)
-                gap = 100 * (h.report.latency_s - e.report.latency_s) / h.report.latency_s
-                rows.append({"model": name, "devices": n, "bandwidth_factor": f, "dpfp_latency_s": h.report.latency_s,
-                             "exact_latency_s": e.report.latency_s, "exact_status": e.status, "exact_bound_s": e.bound,
-                             "dpfp_gap_pct": gap, "exact_solve_s": e.solve_s})
-                print(f"{name:12s} {n:2d} {f:5g} {h.report.latency_s:9.5f} {e.report.latency_s:9.5f} {e.status:>8s} "
-                      f"{gap:7.2f} {e.solve_s:8.1f}", flush=True)
+        for n, f, cl in sweep((2, 3, 4, 6, 8), (0.1, 1, 10)):
+            h = dpfp.heuristic(g, cl, model=name)
+            e = dpfp.exact(g, cl, model=name, solver="highs", block_time_limit=30)
+            gap = 100 * (h.report.latency_s - e.report.latency_s) / h.report.latency_s
+            rows.append({"model": name, "devices": n, "bandwidth_factor": f, "dpfp_latency_s": h.report.latency_s,
+                         "exact_latency_s": e.report.latency_s, "exact_status": e.status, "exact_bound_s": e.bound,
+                         "dpfp_gap_pct": gap, "exact_solve_s": e.solve_s})
+            print(f"{name:12s} {n:2d} {f:5g} {h.report.latency_s:9.5f} {e.report.latency_s:9.5f} {e.status:>8s} "
+                  f"{gap:7.2f} {e.solve_s:8.1f}", flush=True)
     os.makedirs(os.path.dirname(out_csv), exist_ok=True)
     with open(out_csv, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -91,6 +91,18 @@ def _flops_prefix(graph: LayerGraph, name: str, extent: Box) -> list[int]:
     return cache[key]
 
 
+def _message_ns(m, rows, max_rows: int, bytes_per_row: int, bw: float, lat: int, act, name: str):
+    """Integer ns of one message carrying ``rows`` rows (latency + bytes / bandwidth), 0 when
+    the device is idle (``act`` false)."""
+    table = [lat + round(r * bytes_per_row * NS / bw) for r in range(max_rows + 1)]
+    t = m.new_int_var(0, max(table), name)
+    m.add_element(rows, table, t)
+    eff = m.new_int_var(0, max(table), f"{name}_eff")
+    m.add(eff == t).only_enforce_if(act)
+    m.add(eff == 0).only_enforce_if(~act)
+    return eff
+
+
 def segment_model(graph: LayerGraph, cluster: Cluster, ops: list[str], block_input: str, master: str):
     """The CP-SAT model of one block; returns (model, boundary vars, objective scale)."""
     from ortools.sat.python import cp_model
@@ -167,24 +179,11 @@ def segment_model(graph: LayerGraph, cluster: Cluster, ops: list[str], block_inp
         m.add_max_equality(hi_x, ext_hi)
         rows_in = m.new_int_var(0, hin, f"rows_in_{d}")
         m.add(rows_in == hi_x - lo_x)
-        bw_in = cluster.bw(master, d)
-        tab_in = [lat + round(r * ci * wi * batch * 4 * NS / bw_in) for r in range(hin + 1)]
-        s = m.new_int_var(0, max(tab_in), f"scatter_{d}")
-        m.add_element(rows_in, tab_in, s)
-        sc = m.new_int_var(0, big, f"scatter_eff_{d}")
-        m.add(sc == s).only_enforce_if(act)
-        m.add(sc == 0).only_enforce_if(~act)
-        scat[d] = sc
+        scat[d] = _message_ns(m, rows_in, hin, ci * wi * batch * 4, cluster.bw(master, d), lat, act, f"scatter_{d}")
         rows_out = m.new_int_var(0, h_out, f"rows_out_{d}")
         m.add(rows_out == b - a)
-        bw_out = cluster.bw(d, master)
-        tab_out = [lat + round(r * c_out * w_out * batch * 4 * NS / bw_out) for r in range(h_out + 1)]
-        g = m.new_int_var(0, max(tab_out), f"gather_{d}")
-        m.add_element(rows_out, tab_out, g)
-        ge = m.new_int_var(0, big, f"gather_eff_{d}")
-        m.add(ge == g).only_enforce_if(act)
-        m.add(ge == 0).only_enforce_if(~act)
-        gath[d] = ge
+        gath[d] = _message_ns(m, rows_out, h_out, c_out * w_out * batch * 4, cluster.bw(d, master), lat, act,
+                              f"gather_{d}")
     span = m.new_int_var(0, big, "span")
     m.add(span >= finish[master])
     workers = [d for d in devs if d != master]
