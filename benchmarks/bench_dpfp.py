@@ -119,7 +119,7 @@ def part_exact(models, out_csv):
     return all(r["agree"] for r in rows)
 
 
-def part_gap(models, out_csv):
+def part_gap(models, out_csv, solver="cpsat"):
     rows = []
     print(f"{'model':12s} {'n':>2s} {'bw x':>5s} {'dpfp s':>9s} {'exact s':>9s} {'status':>8s} {'gap %':>7s} "
           f"{'solve s':>8s}")
@@ -148,6 +148,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=["paper", "exact", "gap", "all"], default="all")
     ap.add_argument("--gap-models", default="lenet5,alexnet")
+    ap.add_argument("--gap-solver", default="cpsat", choices=["cbc", "highs", "cpsat"])
+    ap.add_argument("--gap-csv", default=os.path.join(HERE, "results", "dpfp_gap.csv"))
     ap.add_argument("--models", default=",".join(ZOO))
     ap.add_argument("--paper-models", default="vgg16,vgg11,alexnet,resnet18")
     ap.add_argument("--csv", default=os.path.join(HERE, "results", "dpfp_exact.csv"))
@@ -158,7 +160,7 @@ def main(argv=None) -> int:
     if args.part in ("exact", "all"):
         ok = part_exact(args.models.split(","), args.csv)
     if args.part in ("gap", "all"):
-        part_gap(args.gap_models.split(","), os.path.join(HERE, "results", "dpfp_gap.csv"))
+        part_gap(args.gap_models.split(","), args.gap_csv, args.gap_solver)
     return 0 if ok else 1
 
 

@@ -88,8 +88,11 @@ def _gap(obj: Optional[float], bound: Optional[float]) -> Optional[float]:
 
 
 def solve_milp(prob, solver: str = "highs", time_limit: Optional[float] = None,
-               threads: Optional[int] = None) -> SolveResult:
+               threads: Optional[int] = None, gap_rel: Optional[float] = None) -> SolveResult:
     """Solve a PuLP minimisation problem with CBC or HiGHS; values are read back from its variables.
+
+    ``gap_rel``: the relative MIP gap at which the solver may stop and call the result optimal
+    (the solvers' defaults are about 1e-4; exact models pass a tiny one).
 
     Example (two jobs of 3 and 2 s on two devices, minimise the makespan):
         >>> import pulp
@@ -109,9 +112,9 @@ def solve_milp(prob, solver: str = "highs", time_limit: Optional[float] = None,
     if solver == "cbc":
         fd, log = tempfile.mkstemp(suffix=".log", prefix="partopt-cbc-")
         os.close(fd)
-        back = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, threads=threads, logPath=log)
+        back = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, threads=threads, logPath=log, gapRel=gap_rel)
     else:
-        back = pulp.HiGHS(msg=False, timeLimit=time_limit, threads=threads)
+        back = pulp.HiGHS(msg=False, timeLimit=time_limit, threads=threads, gapRel=gap_rel)
     t0 = time.perf_counter()
     try:
         prob.solve(back)

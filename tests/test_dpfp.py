@@ -151,18 +151,20 @@ SLOW_DEVICES = [  # compute dear, messages cheap: splitting pays, so the optimum
 ]
 
 
+@pytest.mark.parametrize("solver", ["cpsat", "highs", "cbc"])
 @pytest.mark.parametrize("cl", SLOW_DEVICES, ids=lambda c: c.name)
-def test_block_rows_match_brute_force(cl):
+def test_block_rows_match_brute_force(cl, solver):
     net, x, g = chain(size=32)
     p = dpfp.problem(g, cl)
     nontrivial = 0
     for i, j in [(0, p.n), (0, 3), (2, 6), (5, p.n)]:
         ops = [n for u in p.units[i:j] for n in u]
-        r = best_rows(g, cl, ops, p.inputs[i], p.master)
+        r = best_rows(g, cl, ops, p.inputs[i], p.master, solver=solver)
         assert r.status == "optimal"
         true = span_of(g, cl, ops, p.inputs[i], p.master, r.segments)
         assert true == pytest.approx(brute_rows(g, cl, ops, p.inputs[i], p.master), abs=1e-8)
-        assert abs(true - r.objective) <= 1e-9 * (len(ops) + 2) * len(cl)     # nanosecond rounding
+        # the model's value: CP-SAT rounds to ns per table, MILPs carry their integrality tolerance
+        assert abs(true - r.objective) <= 4e-9 * len(cl) + 1e-6 * true
         nontrivial += len(r.segments) > 1
     if cl.name != "pi2":
         assert nontrivial       # the cases exercise real splits, not everything on the master

@@ -128,13 +128,13 @@ def block_stage(p: Problem, i: int, j: int) -> Stage:
 
 def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
             shares: Optional[dict[str, float]] = None, rows: str = "speed",
-            block_time_limit: Optional[float] = 30.0) -> Problem:
+            block_time_limit: Optional[float] = 30.0, row_solver: str = "cpsat") -> Problem:
     """Units and every block's cost (seconds), priced by the schedule rules of ``evaluate``.
 
     ``rows="speed"``: every block's rows in proportion to ``shares`` (default: device speed).
     ``rows="optimal"``: every block's own integer rows minimising its time
-    (:mod:`partopt.methods.rfs_rows`, CP-SAT, ``block_time_limit`` seconds per block); its
-    ``lower`` holds each block's proven lower bound.
+    (:mod:`partopt.methods.rfs_rows`, by ``row_solver``: cbc, highs or cpsat;
+    ``block_time_limit`` seconds per block); its ``lower`` holds each block's proven lower bound.
     """
     if rows not in ("speed", "optimal"):
         raise PartoptError(f"rows must be 'speed' or 'optimal', not {rows!r}")
@@ -152,12 +152,14 @@ def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
             for j in range(i + 1, p.n + 1):
                 ops = [n for u in units[i:j] for n in u]
                 speed_rows = {t.device: (t.box.h0, t.box.h1) for t in split_tasks(graph, ops[-1], shares)}
-                r = best_rows(graph, cluster, ops, inputs[i], master, block_time_limit, hint=speed_rows)
+                r = best_rows(graph, cluster, ops, inputs[i], master, block_time_limit, hint=speed_rows,
+                              solver=row_solver)
                 # stopped without rows: keep the speed-proportional ones, and the bound proven so far
                 p.segments[(i, j)] = r.segments if r.objective is not None else speed_rows
                 p.rows_proven &= r.status == "optimal"
-                # the block model counts integer nanoseconds per table entry: allow that rounding
-                slack = 1e-9 * (len(ops) + 2) * len(cluster)
+                # rounding of the block model (CP-SAT: integer ns per table entry; MILP: the
+                # solver's integrality tolerance): allow it in the proven bound
+                slack = 1e-9 * 4 * len(cluster) + (1e-6 * r.objective if r.objective else 0.0)
                 p.lower[(i, j)] = max(0.0, (r.bound or 0.0) - slack)
     for i in range(p.n):
         for j in range(i + 1, p.n + 1):
@@ -269,7 +271,7 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
           rows: str = "optimal", block_time_limit: Optional[float] = 30.0) -> Solution:
     """The exact twin of DPFP: blocks as arcs of a path (solved by ``solver``: cbc, highs or
     cpsat) and, with ``rows="optimal"``, every block's integer row segments chosen optimally
-    (CP-SAT per block). Blocks are independent under the master-centric scheme, so the optimum
+    (one model per block, by the same ``solver``). Blocks are independent under the master-centric scheme, so the optimum
     of the whole is the shortest path over the blocks' optimal times.
 
     Status ``optimal`` when every block and the path were proven optimal (block times to the
@@ -279,13 +281,13 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
     t0 = time.perf_counter()
     if solver not in ("cbc", "highs", "cpsat"):
         raise SolverError(f"unknown solver {solver!r}; choose cbc, highs or cpsat")
-    p = problem(graph, cluster, source, rows=rows, block_time_limit=block_time_limit)
+    p = problem(graph, cluster, source, rows=rows, block_time_limit=block_time_limit, row_solver=solver)
     m, x = build_model(p, solver)
     if solver == "cpsat":
         res, s = solve_cpsat(m, time_limit, threads, scale=NS)
         chosen = [a for a, v in x.items() if res.objective is not None and s.value(v)]
     else:
-        res = solve_milp(m, solver, time_limit, threads)
+        res = solve_milp(m, solver, time_limit, threads, gap_rel=1e-9)
         chosen = [a for a, v in x.items() if res.objective is not None and (v.value() or 0) > 0.5]
     if res.status in ("infeasible", "no_solution"):
         raise SolverError(f"{solver} found no blocking ({res.status}); the path model always has one")
