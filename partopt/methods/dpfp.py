@@ -100,6 +100,7 @@ def cut_points(graph: LayerGraph) -> list[int]:
 
 
 def _units(graph: LayerGraph) -> tuple[list[list[str]], list[str], list[str]]:
+    """(spatial units, the one tensor each unit reads from before it, the tail's ops)."""
     cuts = cut_points(graph) + [len(graph.ops)]
     names = [o.name for o in graph.ops]
     units, inputs = [], []
@@ -108,11 +109,10 @@ def _units(graph: LayerGraph) -> tuple[list[list[str]], list[str], list[str]]:
         out = graph.op[unit[-1]]
         if any(graph.op[n].kind in ("flatten", "linear") for n in unit) or out.out_chw[1] <= 1:
             return units, inputs, names[a:]
-        live = names[a - 1] if a > 0 else graph.input_name
-        # the crossing tensor at cut a is what the unit reads from outside
-        ext = {t for n in unit for t in graph.op[n].inputs if t not in unit}
+        # at a cut point exactly one tensor crosses: it is all the unit reads from outside
+        (crossing,) = {t for n in unit for t in graph.op[n].inputs if t not in unit}
         units.append(unit)
-        inputs.append(ext.pop() if ext else live)
+        inputs.append(crossing)
     return units, inputs, []
 
 

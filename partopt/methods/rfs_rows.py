@@ -50,11 +50,10 @@ from ..cost import region_flops
 from ..errors import SolverError
 from ..geometry import Box
 from ..graph import LayerGraph
-from ..plan import Task, cone
+from ..plan import FLOAT_BYTES, Task, cone
 from ..solvers import solve_cpsat, solve_milp
 
 NS = 1e9
-FLOAT_BYTES = 4
 
 
 @dataclass(frozen=True)
