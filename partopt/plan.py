@@ -615,8 +615,22 @@ def evaluate(plan: Plan, graph: LayerGraph, cluster: Cluster) -> Report:
                   wbytes, dict(sch.link_bytes), plan.comm_bytes, sch.messages, over, sch.events)
 
 
-def _memory(plan: Plan, graph: LayerGraph) -> tuple[dict[str, int], dict[str, int]]:
-    """Peak bytes per device (weights + largest live activation set) and weight bytes per device."""
+@dataclass
+class MemoryTerms:
+    """The parts of :func:`evaluate`'s peak memory, in bytes, so that an exact model can state
+    them: ``stage_act[i][d]`` is device d's activation bytes while stage i runs (pieces of
+    earlier tensors still to be read + bytes received for the stage + its task outputs + the
+    largest extra working set of one task), ``final_act[sink]`` the sink's while the output
+    is gathered to it, and ``weights[(d, op)]`` the bytes of ``op``'s parameters d holds.
+    A device's peak = max(stage_act, final_act) + the sum of its weights."""
+
+    stage_act: list[dict[str, int]]
+    final_act: dict[str, int]
+    weights: dict[tuple[str, str], int]
+
+
+def memory_terms(plan: Plan, graph: LayerGraph) -> MemoryTerms:
+    """Per-stage activation bytes and per-op weight bytes of every device (see :class:`MemoryTerms`)."""
     devices = [d["name"] for d in plan.cluster["devices"]]
     # weights: union of slices per (device, op)
     rects: dict[tuple[str, str], list[tuple[int, int, int, int]]] = defaultdict(list)
@@ -633,9 +647,7 @@ def _memory(plan: Plan, graph: LayerGraph) -> tuple[dict[str, int], dict[str, in
                     rects[(t.device, name)].append((r.c0, r.c1, ci[0], ci[1]))
                 elif op.kind in ("linear", "bn"):
                     rects[(t.device, name)].append((r.c0, r.c1, 0, 1))
-    wb = {d: 0 for d in devices}
-    for (dev, name), rs in rects.items():
-        wb[dev] += weight_bytes(graph.op[name], rs)
+    weights = {key: weight_bytes(graph.op[key[1]], rs) for key, rs in rects.items()}
 
     # activations
     last_use: dict[str, int] = {}
@@ -649,7 +661,7 @@ def _memory(plan: Plan, graph: LayerGraph) -> tuple[dict[str, int], dict[str, in
     last_use[plan.output] = len(plan.stages)
     held: dict[str, list[tuple[str, int, int]]] = defaultdict(list)   # device -> (tensor, bytes, until)
     held[plan.source].append((graph.input_name, graph.tensor_bytes(graph.input_name), last_use.get(graph.input_name, 0)))
-    peak = {d: 0 for d in devices}
+    stage_act: list[dict[str, int]] = []
 
     def live(dev: str, i: int) -> int:
         return sum(b for _, b, until in held[dev] if until >= i)
@@ -666,20 +678,30 @@ def _memory(plan: Plan, graph: LayerGraph) -> tuple[dict[str, int], dict[str, in
                 outs[t.device] += nbytes_of(graph, t.box)
             # the working set beyond the task's own output, which ``outs`` already counts
             work[t.device] = max(work[t.device], c.work_peak_bytes - nbytes_of(graph, t.box))
-        for d in devices:
-            peak[d] = max(peak[d], live(d, i) + recv[d] + outs[d] + work[d])
+        act = {d: live(d, i) + recv[d] + outs[d] + work[d] for d in devices}
         until = last_use.get(s.output, i)
         if s.gather_to:
             g = s.gather_to
             full = graph.tensor_bytes(s.output)
             got = sum(t.nbytes for t in s.gather)
-            peak[g] = max(peak[g], live(g, i) + outs[g] + got)
+            act[g] = max(act[g], live(g, i) + outs[g] + got)
             held[g].append((s.output, full, until))      # the others drop their pieces
         else:
             for d in devices:
                 if outs[d]:
                     held[d].append((s.output, outs[d], until))
-    recv_final = sum(t.nbytes for t in plan.final)
+        stage_act.append(act)
     n = len(plan.stages)
-    peak[plan.sink] = max(peak[plan.sink], live(plan.sink, n) + recv_final)
+    final = {plan.sink: live(plan.sink, n) + sum(t.nbytes for t in plan.final)}
+    return MemoryTerms(stage_act, final, weights)
+
+
+def _memory(plan: Plan, graph: LayerGraph) -> tuple[dict[str, int], dict[str, int]]:
+    """Peak bytes per device (weights + largest live activation set) and weight bytes per device."""
+    terms = memory_terms(plan, graph)
+    devices = [d["name"] for d in plan.cluster["devices"]]
+    wb = {d: 0 for d in devices}
+    for (dev, _), b in terms.weights.items():
+        wb[dev] += b
+    peak = {d: max([0, terms.final_act.get(d, 0)] + [a[d] for a in terms.stage_act]) for d in devices}
     return {d: peak[d] + wb[d] for d in devices}, wb
