@@ -34,9 +34,20 @@ def _load(model: str, input_shape: Optional[str], seed: int = 0):
     return module, x, LayerGraph.from_module(module, x), name
 
 
-def _solve(graph, cluster, method: str, model: str, exact: bool, solver: Optional[str], time_limit: Optional[float]):
+def _solve(graph, cluster, method: str, model: str, exact: bool, solver: Optional[str], time_limit: Optional[float],
+           pairs: Optional[list[str]] = None):
     from .methods import get_method
     m = get_method(method)
+    extra: dict[str, Any] = {}
+    if pairs:
+        if method != "iop":
+            raise PartoptError("--pair applies only to --method iop")
+        extra["pairs"] = []
+        for p in pairs:
+            parts = p.split(",")
+            if len(parts) != 2 or not all(parts):
+                raise PartoptError(f"--pair expects A,B (two op names), got {p!r}")
+            extra["pairs"].append((parts[0].strip(), parts[1].strip()))
     if exact:
         if m.exact is None:
             raise PartoptError(f"method {method!r} has no exact model; drop --exact")
@@ -45,10 +56,10 @@ def _solve(graph, cluster, method: str, model: str, exact: bool, solver: Optiona
             kw["solver"] = solver
         if time_limit:
             kw["time_limit"] = time_limit
-        return m.exact(graph, cluster, model=model, **kw)
+        return m.exact(graph, cluster, model=model, **kw, **extra)
     if solver or time_limit:
         raise PartoptError("--solver and --time-limit apply only with --exact")
-    return m.heuristic(graph, cluster, model=model)
+    return m.heuristic(graph, cluster, model=model, **extra)
 
 
 def _record(sol, model: str, cluster, ver=None) -> dict[str, Any]:
@@ -120,7 +131,7 @@ def cmd_solve(args) -> int:
     from .methods import get_method
     get_method(args.method)  # fail fast on a bad name, before loading the model
     module, x, graph, name = _load(args.model, args.input_shape)
-    sol = _solve(graph, cluster, args.method, name, args.exact, args.solver, args.time_limit)
+    sol = _solve(graph, cluster, args.method, name, args.exact, args.solver, args.time_limit, args.pair)
     ver = verify(sol.plan, module, x, graph, cluster) if (args.verify and sol.plan is not None) else None
     rec = _record(sol, name, cluster, ver)
     if args.out and sol.plan is not None:
@@ -232,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--solver", choices=["cpsat", "cbc", "highs"], help="exact back-end")
     s.add_argument("--time-limit", type=float, help="exact solver time limit, seconds")
     s.add_argument("--input-shape", help="N,C,H,W (required for a user model)")
+    s.add_argument("--pair", action="append", metavar="A,B",
+                   help="iop: force conv A and conv B to be an interleaved pair (repeatable)")
     s.add_argument("--verify", action="store_true", help="execute the plan in torch and compare")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--out", help="write the plan as JSON here")

@@ -241,6 +241,11 @@ PRESETS: dict[str, tuple[str, Callable[[], Cluster]]] = {
                    "100 Mbit/s mesh (12.5 MB/s, 1 ms); es0 holds the input",
                    lambda: homogeneous(4, bandwidth_bytes_per_s=12.5e6, latency_s=0.001, link="mesh", prefix="es",
                                        name="dpfp-paper")),
+    # IOP (Liu, Xu et al. 2024). Only the abstract is available: "IoT devices" with limited memory.
+    # ASSUMED: three Raspberry-Pi-class devices with 1 GiB each on one shared Wi-Fi channel.
+    "iop-paper": ("ASSUMED setup of the IOP paper: 3 IoT devices (8 GFLOP/s, 1 GiB) on one Wi-Fi channel "
+                  "(6.25 MB/s, 2 ms)",
+                  lambda: homogeneous(3, memory_bytes=GiB, name="iop-paper")),
 }
 
 

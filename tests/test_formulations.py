@@ -13,7 +13,8 @@ KNOWN = {"subsection", "paragraph", "begin", "end", "min", "sum", "in", "le", "l
          "tau", "frac", "sqrt", "leq", "geq", "neq", "infty", "lceil", "rceil", "lfloor", "rfloor", "cup", "cap",
          "setminus", "subseteq", "emptyset", "hline", "textbf", "textit", "mathbb", "bar", "hat", "tilde", "prime",
          "Leftrightarrow", "Rightarrow", "big", "Big", "ell", "ne", "star", "beta", "epsilon", "zeta", "eta", "theta",
-         "iota", "kappa", "mu", "nu", "xi", "pi", "rho", "upsilon", "phi", "chi", "psi", "omega"}  # standard LaTeX only
+         "iota", "kappa", "mu", "nu", "xi", "pi", "rho", "upsilon", "phi", "chi", "psi", "omega", "Sigma", "Delta",
+         "Gamma", "Lambda", "Omega", "Pi", "Phi", "Psi", "Theta", "Xi"}  # standard LaTeX only
 
 
 def test_there_are_formulations():

@@ -216,3 +216,25 @@ def test_iop_fits_where_coedge_does_not(zoo):
     assert coedge(g, cl).status == "infeasible"
     h = iop.heuristic(g, cl)
     assert h.status == "heuristic" and h.report.memory_ok
+
+
+def test_model_exports(tmp_path, zoo):
+    from partopt.solvers import export_model
+    _, _, g = zoo("lenet5")
+    cl = homogeneous(2)
+    for solver, ext in (("highs", "lp"), ("cbc", "mps"), ("cpsat", "pb.txt")):
+        path = export_model(iop.model(g, cl, solver=solver), str(tmp_path / f"iop.{ext}"))
+        text = open(path).read()
+        assert "x_0" in text and "n_0_1" in text
+
+
+def test_cli_solve_iop_with_a_forced_pair(capsys):
+    from partopt.cli import main
+    assert main(["solve", "resnet18", "--method", "iop", "--pair", "layers_0_conv1,layers_0_conv2",
+                 "--cluster", "iop-paper", "--verify", "--json"]) == 0
+    import json
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["status"] == "heuristic" and rec["verified"] is True
+    assert main(["solve", "resnet18", "--method", "iop", "--pair", "layers_0_conv2,layers_1_conv1"]) == 2
+    assert "not channel-local" in capsys.readouterr().err
+    assert main(["solve", "resnet18", "--method", "coedge", "--pair", "a,b"]) == 2

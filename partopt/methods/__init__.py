@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..errors import UnknownMethodError
-from . import baselines, dpfp
+from . import baselines, dpfp, iop
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ METHODS: dict[str, Method] = {
                     "DeepThings-style: the whole conv part as one receptive-field block, one scatter, one gather"),
     "dpfp": Method("dpfp", dpfp.heuristic, dpfp.exact,
                    "RFS + DPFP: receptive-field blocks chosen by dynamic programming (exact: arc ILP)"),
+    "iop": Method("iop", iop.heuristic, iop.exact,
+                  "IOP: conv pairs split by output then input channels, greedy pairing (exact: MILP/CP-SAT)"),
 }
 
 

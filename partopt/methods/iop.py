@@ -542,6 +542,14 @@ def build_model(data: ModelData, cluster: Cluster, solver: str = "highs", forced
     return b, {"x": x, "s": s, "n": n, "latency": latency}
 
 
+def model(graph: LayerGraph, cluster: Cluster, *, solver: str = "highs", source: Optional[str] = None):
+    """The exact model itself (a PuLP ``LpProblem`` or a CP-SAT ``CpModel``), for export
+    (:func:`partopt.solvers.export_model`)."""
+    cands = legal_pairs(graph, len(cluster.devices))
+    b, _ = build_model(model_data(graph, cluster, cands, source), cluster, solver)
+    return b.prob if hasattr(b, "prob") else b.model
+
+
 def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
           solver: str = "highs", time_limit: Optional[float] = 60.0, threads: Optional[int] = None,
           pairs: Optional[Iterable[tuple[str, str]]] = None) -> Solution:

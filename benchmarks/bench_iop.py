@@ -1,0 +1,170 @@
+"""IOP benchmarks: the paper's comparison, and the greedy against the exact optimum.
+
+Part "paper": on the ``iop-paper`` preset (ASSUMED: 3 Raspberry-Pi-class devices with 1 GiB on
+one Wi-Fi channel; the paper's text is not available) and the paper's "three classical image
+classification models" (ASSUMED: AlexNet, VGG-16, ResNet-18), the latency gain and peak-memory
+reduction of IOP over CoEdge, printed beside the paper's 6.39-16.83 % and 21.22-49.98 %:
+the greedy, the exact optimum, and the plan with every compatible pair (the most memory IOP
+can save in partopt's model). Then the memory cap at which each fits.
+
+Part "gap": every zoo model x {2, 3, 4, 6, 8} devices x bandwidth {0.1, 1, 10} x the preset's,
+at two memory settings: the preset's 1 GiB ("roomy") and "tight" (each device's capacity
+halfway between the all-pairs plan's peak and CoEdge's), greedy against exact (HiGHS):
+statuses, latencies, gap, solve time. Rows are appended to benchmarks/results/iop_gap.csv as
+they finish.
+
+    python benchmarks/bench_iop.py --part paper
+    python benchmarks/bench_iop.py --part gap [--models alexnet,resnet18] [--solver highs]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import time
+
+from partopt.cluster import homogeneous, preset
+from partopt.graph import LayerGraph
+from partopt.methods import iop
+from partopt.methods.baselines import coedge
+from partopt.plan import evaluate
+from partopt.zoo import ZOO, example_input, load_model
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MiB = 2 ** 20
+PAPER_MODELS = ["alexnet", "vgg16", "resnet18"]
+
+
+def graph_of(name):
+    net, shape, _ = load_model(name)
+    return LayerGraph.from_module(net, example_input(shape))
+
+
+def all_pairs_plan(g, cl, name):
+    chosen = {}
+    for p in iop.legal_pairs(g, len(cl.devices)):
+        if not iop._conflict(p, chosen):
+            chosen[p] = iop.speed_counts(p.channels, cl)
+    return iop.plan_of(g, cl, chosen, model=name)
+
+
+def with_memory(cl, cap):
+    return homogeneous(len(cl.devices), flops_per_s=cl.devices[0].flops_per_s, memory_bytes=int(cap),
+                       bandwidth_bytes_per_s=cl.bw(cl.devices[0].name, cl.devices[1].name),
+                       latency_s=cl.latency_s, link=cl.link, name=f"{cl.name}-cap")
+
+
+def pct(a, b):
+    return 100.0 * (a - b) / a
+
+
+def part_paper(models):
+    cl = preset("iop-paper")
+    print(f"IOP vs CoEdge on iop-paper ({len(cl.devices)} devices, {cl.devices[0].memory_bytes / MiB:.0f} MiB each)")
+    print("paper (abstract): latency 6.39-16.83 % lower, peak memory 21.22-49.98 % lower than CoEdge")
+    print(f"{'model':10s} {'coedge s':>9s} {'MiB':>7s} | {'greedy s':>9s} {'gain %':>7s} {'mem %':>6s} pairs | "
+          f"{'exact s':>8s} {'gain %':>7s} | {'all-pairs s':>11s} {'gain %':>7s} {'mem %':>6s}")
+    for name in models:
+        g = graph_of(name)
+        c = coedge(g, cl, model=name).report
+        h = iop.heuristic(g, cl, model=name)
+        e = iop.exact(g, cl, model=name, solver="highs")
+        a = evaluate(all_pairs_plan(g, cl, name), g, cl)
+        cm = c.max_peak_memory_bytes
+        print(f"{name:10s} {c.latency_s:9.4f} {cm / MiB:7.1f} | {h.report.latency_s:9.4f} "
+              f"{pct(c.latency_s, h.report.latency_s):7.2f} {pct(cm, h.report.max_peak_memory_bytes):6.2f} "
+              f"{len(h.plan.meta['pairs']):5d} | {e.report.latency_s:8.4f} {pct(c.latency_s, e.report.latency_s):7.2f} | "
+              f"{a.latency_s:11.4f} {pct(c.latency_s, a.latency_s):7.2f} {pct(cm, a.max_peak_memory_bytes):6.2f}")
+    print()
+    print("memory: the smallest per-device capacity each plan family fits in, and IOP under a cap CoEdge cannot meet")
+    print(f"{'model':10s} {'coedge MiB':>10s} {'all-pairs MiB':>13s} {'cap MiB':>8s} {'coedge':>11s} "
+          f"{'greedy':>9s} {'greedy s':>9s} {'exact':>8s} {'exact s':>8s}")
+    for name in models:
+        g = graph_of(name)
+        cm = coedge(g, cl, model=name).report.max_peak_memory_bytes
+        am = evaluate(all_pairs_plan(g, cl, name), g, cl).max_peak_memory_bytes
+        cap = (cm + am) / 2
+        tight = with_memory(cl, cap)
+        c = coedge(g, tight, model=name)
+        h = iop.heuristic(g, tight, model=name)
+        e = iop.exact(g, tight, model=name, solver="highs")
+        print(f"{name:10s} {cm / MiB:10.1f} {am / MiB:13.1f} {cap / MiB:8.1f} {c.status:>11s} {h.status:>9s} "
+              f"{h.report.latency_s if h.feasible else float('nan'):9.4f} {e.status:>8s} "
+              f"{e.report.latency_s if e.feasible else float('nan'):8.4f}")
+
+
+def part_gap(models, out_csv, solver="highs", time_limit=120.0):
+    base = preset("iop-paper")
+    bw0 = base.bw(base.devices[0].name, base.devices[1].name)
+    fields = ["model", "devices", "bandwidth_factor", "memory", "capacity_bytes", "greedy_status", "greedy_latency_s",
+              "greedy_pairs", "exact_status", "exact_latency_s", "exact_bound_s", "exact_pairs", "gap_pct", "solve_s",
+              "solver"]
+    rows = []
+    os.makedirs(os.path.dirname(out_csv), exist_ok=True)
+    with open(out_csv, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        print(f"{'model':12s} {'n':>2s} {'bw x':>5s} {'memory':>6s} {'greedy':>10s} {'greedy s':>9s} {'exact':>8s} "
+              f"{'exact s':>9s} {'gap %':>6s} {'solve s':>8s}")
+        for name in models:
+            g = graph_of(name)
+            for n in (2, 3, 4, 6, 8):
+                for f in (0.1, 1.0, 10.0):
+                    roomy = homogeneous(n, memory_bytes=base.devices[0].memory_bytes, bandwidth_bytes_per_s=bw0 * f,
+                                        latency_s=base.latency_s, link=base.link, name=f"iop{n}")
+                    cm = coedge(g, roomy, model=name).report.max_peak_memory_bytes
+                    am = evaluate(all_pairs_plan(g, roomy, name), g, roomy).max_peak_memory_bytes
+                    for mem, cl in (("roomy", roomy), ("tight", with_memory(roomy, (cm + am) / 2))):
+                        h = iop.heuristic(g, cl, model=name)
+                        t0 = time.perf_counter()
+                        e = iop.exact(g, cl, model=name, solver=solver, time_limit=time_limit)
+                        dt = time.perf_counter() - t0
+                        hl = h.report.latency_s if h.feasible else None
+                        el = e.report.latency_s if e.feasible else None
+                        gap = pct(hl, el) if (hl and el) else None
+                        row = {"model": name, "devices": n, "bandwidth_factor": f, "memory": mem,
+                               "capacity_bytes": cl.devices[0].memory_bytes, "greedy_status": h.status,
+                               "greedy_latency_s": hl, "greedy_pairs": len(h.plan.meta["pairs"]),
+                               "exact_status": e.status, "exact_latency_s": el, "exact_bound_s": e.bound,
+                               "exact_pairs": len(e.plan.meta["pairs"]) if e.plan else None, "gap_pct": gap,
+                               "solve_s": dt, "solver": solver}
+                        rows.append(row)
+                        w.writerow(row)
+                        fh.flush()
+                        print(f"{name:12s} {n:2d} {f:5g} {mem:>6s} {h.status:>10s} {hl or float('nan'):9.4f} "
+                              f"{e.status:>8s} {el or float('nan'):9.4f} {gap if gap is not None else float('nan'):6.2f} "
+                              f"{dt:8.1f}", flush=True)
+    gaps = sorted(r["gap_pct"] for r in rows if r["gap_pct"] is not None)
+    opt = sum(r["exact_status"] == "optimal" for r in rows)
+    print(f"{len(rows)} instances, {opt} proven optimal; greedy feasible in "
+          f"{sum(r['greedy_status'] != 'infeasible' for r in rows)}, exact in "
+          f"{sum(r['exact_status'] != 'infeasible' for r in rows)}")
+    if gaps:
+        print(f"greedy gap to the optimum: median {statistics.median(gaps):.2f} %, max {gaps[-1]:.2f} %, "
+              f"> 0 in {sum(x > 1e-6 for x in gaps)} of {len(gaps)}")
+    bad = [r for r in rows if r["gap_pct"] is not None and r["gap_pct"] < -1e-4]
+    print(f"exact worse than greedy: {len(bad)} instances")
+    return not bad
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=["paper", "gap", "all"], default="all")
+    ap.add_argument("--models", default=",".join(ZOO))
+    ap.add_argument("--paper-models", default=",".join(PAPER_MODELS))
+    ap.add_argument("--solver", default="highs", choices=["cbc", "highs", "cpsat"])
+    ap.add_argument("--time-limit", type=float, default=120.0)
+    ap.add_argument("--csv", default=os.path.join(HERE, "results", "iop_gap.csv"))
+    args = ap.parse_args(argv)
+    ok = True
+    if args.part in ("paper", "all"):
+        part_paper(args.paper_models.split(","))
+    if args.part in ("gap", "all"):
+        ok = part_gap(args.models.split(","), args.csv, args.solver, args.time_limit)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
