@@ -35,12 +35,17 @@ def _load(model: str, input_shape: Optional[str], seed: int = 0):
 
 
 def _solve(graph, cluster, method: str, model: str, exact: bool, solver: Optional[str], time_limit: Optional[float],
-           pairs: Optional[list[str]] = None):
+           pairs: Optional[list[str]] = None, grouping: Optional[str] = None, objective: Optional[str] = None):
     from .methods import get_method
     m = get_method(method)
     extra: dict[str, Any] = {}
+    for opt, val, flag in (("grouping", grouping, "--grouping"), ("objective", objective, "--objective")):
+        if val is not None:
+            if opt not in m.options:
+                raise PartoptError(f"{flag} applies only to the dn2pciot methods")
+            extra[opt] = val
     if pairs:
-        if method != "iop":
+        if "pairs" not in m.options:
             raise PartoptError("--pair applies only to --method iop")
         extra["pairs"] = []
         for p in pairs:
@@ -131,7 +136,8 @@ def cmd_solve(args) -> int:
     from .methods import get_method
     get_method(args.method)  # fail fast on a bad name, before loading the model
     module, x, graph, name = _load(args.model, args.input_shape)
-    sol = _solve(graph, cluster, args.method, name, args.exact, args.solver, args.time_limit, args.pair)
+    sol = _solve(graph, cluster, args.method, name, args.exact, args.solver, args.time_limit, args.pair,
+                 args.grouping, args.objective)
     ver = verify(sol.plan, module, x, graph, cluster) if (args.verify and sol.plan is not None) else None
     rec = _record(sol, name, cluster, ver)
     if args.out and sol.plan is not None:
@@ -192,6 +198,8 @@ def cmd_demo(args) -> int:
             + f"; {cluster.link} links {min(cluster.bandwidth.values()) / 1e6:g} MB/s, latency {cluster.latency_s * 1e3:g} ms")
     recs, sols = [], {}
     for mname, m in METHODS.items():
+        if not m.demo:
+            continue
         t0 = time.perf_counter()
         sol = m.heuristic(graph, cluster, model=name)
         ver = verify(sol.plan, module, x, graph, cluster) if sol.plan is not None else None
@@ -245,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-shape", help="N,C,H,W (required for a user model)")
     s.add_argument("--pair", action="append", metavar="A,B",
                    help="iop: force conv A and conv B to be an interleaved pair (repeatable)")
+    s.add_argument("--grouping", choices=["coarse", "fine"], help="dn2pciot: neuron grouping (default coarse)")
+    s.add_argument("--objective", choices=["rate", "comm"], help="dn2pciot: maximise rate or minimise bytes")
     s.add_argument("--verify", action="store_true", help="execute the plan in torch and compare")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--out", help="write the plan as JSON here")

@@ -33,6 +33,7 @@ from typing import Any, Callable, Optional
 
 from .errors import ClusterError, UnknownPresetError
 
+KiB = 1024
 GiB = 1024 ** 3
 MiB = 1024 ** 2
 LINK_MODELS = ("mesh", "shared")
@@ -246,6 +247,25 @@ PRESETS: dict[str, tuple[str, Callable[[], Cluster]]] = {
     "iop-paper": ("ASSUMED setup of the IOP paper: 3 IoT devices (8 GFLOP/s, 1 GiB) on one Wi-Fi channel "
                   "(6.25 MB/s, 2 ms)",
                   lambda: homogeneous(3, memory_bytes=GiB, name="iop-paper")),
+    # DN2PCIoT (de Oliveira, Borin 2019) used four setups of constrained IoT devices differing in
+    # memory, compute and communication; their numbers are not in the stored copy, so these are
+    # ASSUMED: microcontroller-class devices (KiB of RAM, tens to hundreds of MFLOP/s) on one
+    # shared low-rate radio. LeNet-5's parameters take 241 KiB, so whole-layer placement cannot
+    # fit fc1 (188 KiB) on any device of setups 2-4.
+    "dn2pciot-1": ("ASSUMED DN2PCIoT setup 1: 2 devices (100 MFLOP/s, 256 KiB), shared radio 250 kbit/s, 5 ms",
+                   lambda: homogeneous(2, flops_per_s=100e6, memory_bytes=256 * KiB, bandwidth_bytes_per_s=31250,
+                                       latency_s=0.005, prefix="iot", name="dn2pciot-1")),
+    "dn2pciot-2": ("ASSUMED DN2PCIoT setup 2: 4 devices (100 MFLOP/s, 96 KiB), shared radio 1 Mbit/s, 5 ms",
+                   lambda: homogeneous(4, flops_per_s=100e6, memory_bytes=96 * KiB, bandwidth_bytes_per_s=125000,
+                                       latency_s=0.005, prefix="iot", name="dn2pciot-2")),
+    "dn2pciot-3": ("ASSUMED DN2PCIoT setup 3: 2 devices (200 MFLOP/s, 128 KiB) + 2 (50 MFLOP/s, 64 KiB), "
+                   "shared radio 1 Mbit/s, 5 ms",
+                   lambda: heterogeneous([("iot0", 200e6, 128 * KiB), ("iot1", 200e6, 128 * KiB),
+                                          ("iot2", 50e6, 64 * KiB), ("iot3", 50e6, 64 * KiB)], 125000, 0.005,
+                                         "shared", "dn2pciot-3")),
+    "dn2pciot-4": ("ASSUMED DN2PCIoT setup 4: 8 devices (50 MFLOP/s, 48 KiB), shared radio 250 kbit/s, 5 ms",
+                   lambda: homogeneous(8, flops_per_s=50e6, memory_bytes=48 * KiB, bandwidth_bytes_per_s=31250,
+                                       latency_s=0.005, prefix="iot", name="dn2pciot-4")),
 }
 
 

@@ -83,6 +83,7 @@ class Builder:
     def at_most(self, e: Lin, rhs: float, when: Optional[str] = None, big_m: float = 0.0) -> None: ...
     def equal(self, e: Lin, rhs: float) -> None: ...
     def minimize(self, v: str) -> None: ...
+    def hint(self, v: str, value: float) -> None: ...
     def solve(self, solver: str, time_limit: Optional[float] = None, threads: Optional[int] = None) -> SolveResult: ...
     def value(self, v: str) -> float: ...
 
@@ -137,6 +138,9 @@ class PulpBuilder(Builder):
 
     def minimize(self, v):
         self.prob.setObjective(self.pulp.lpSum([self.vars[v]]))
+
+    def hint(self, v, value):
+        pass  # PuLP's warm start reaches CBC only, and a partial start does not help it here
 
     def solve(self, solver="highs", time_limit=None, threads=None):
         return solve_milp(self.prob, solver, time_limit=time_limit, threads=threads, gap_rel=1e-9)
@@ -203,11 +207,16 @@ class CpsatBuilder(Builder):
     def equal(self, e, rhs):
         self.model.add(self._expr(e, 1.0) == round(rhs))
 
+    def hint(self, v, value):
+        self.model.add_hint(self.vars[v], int(round(value)))
+
     def minimize(self, v):
         self.model.minimize(self.vars[v])
+        self.obj_scale = self.tick if v in self.is_time else 1.0
 
     def solve(self, solver="cpsat", time_limit=None, threads=None):
-        r, self.solver = solve_cpsat(self.model, time_limit=time_limit, workers=threads, scale=self.tick)
+        r, self.solver = solve_cpsat(self.model, time_limit=time_limit, workers=threads,
+                                     scale=getattr(self, "obj_scale", self.tick))
         return r
 
     def value(self, v):

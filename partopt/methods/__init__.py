@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..errors import UnknownMethodError
-from . import baselines, dpfp, iop
+from . import baselines, dn2pciot, dpfp, iop
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,8 @@ class Method:
     heuristic: Callable
     exact: Optional[Callable]
     description: str
+    demo: bool = True           # run by `partopt demo` (the DN2PCIoT family is for small chains only)
+    options: tuple[str, ...] = ()   # extra keyword options the CLI may pass
 
 
 METHODS: dict[str, Method] = {
@@ -31,7 +33,20 @@ METHODS: dict[str, Method] = {
     "dpfp": Method("dpfp", dpfp.heuristic, dpfp.exact,
                    "RFS + DPFP: receptive-field blocks chosen by dynamic programming (exact: arc ILP)"),
     "iop": Method("iop", iop.heuristic, iop.exact,
-                  "IOP: conv pairs split by output then input channels, greedy pairing (exact: MILP/CP-SAT)"),
+                  "IOP: conv pairs split by output then input channels, greedy pairing (exact: MILP/CP-SAT)",
+                  options=("pairs",)),
+    "dn2pciot": Method("dn2pciot", dn2pciot.heuristic, dn2pciot.exact,
+                       "DN2PCIoT: neuron groups of a small chain CNN on IoT devices, for inference rate or bytes "
+                       "(exact: MILP/CP-SAT)", demo=False, options=("grouping", "objective")),
+    "dn2pciot-metis": Method("dn2pciot-metis", dn2pciot.metis, None,
+                             "METIS k-way cut of the DN2PCIoT graph (memory-blind)", demo=False,
+                             options=("grouping", "objective")),
+    "dn2pciot-per-layer": Method("dn2pciot-per-layer", dn2pciot.per_layer, None,
+                                 "whole layers on devices in order (framework-style)", demo=False,
+                                 options=("grouping", "objective")),
+    "dn2pciot-greedy": Method("dn2pciot-greedy", dn2pciot.greedy, None,
+                              "DN2PCIoT graph, vertices to the least-loaded device that fits", demo=False,
+                              options=("grouping", "objective")),
 }
 
 

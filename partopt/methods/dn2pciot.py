@@ -1,0 +1,777 @@
+"""DN2PCIoT: partitioning a small CNN's neurons onto memory-constrained IoT devices for
+inference rate, with an exact model and METIS, per-layer and greedy baselines.
+
+After de Oliveira and Borin, "Partitioning Convolutional Neural Networks to Maximize the
+Inference Rate on Constrained IoT Devices" (Future Internet 11(10):209, 2019). Readings that
+partopt states as assumptions (the stored copy of the paper gives only its first pages):
+
+**The graph.** Vertices are groups of neurons of the model's layers
+(:func:`partopt.methods.baselines.layer_stages`: a conv with its activation, a pool, a fully
+connected layer with its activation): a conv or pool layer's output is cut, per channel, into
+``blocks x blocks`` spatial tiles, a fully connected layer's neurons into groups of
+``fc_group``. :data:`GROUPINGS` has the two versions the experiments use, ``coarse`` (one
+vertex per feature map, FC neurons by 12; 62 vertices for LeNet-5) and ``fine`` (2 x 2 tiles
+per map, FC neurons by 6; 212 vertices). A vertex's weight is its FLOPs and its bytes; an
+edge's weight the bytes its neurons need from another vertex. The model input starts on the
+first device (the sensor), which is also where the output goes.
+
+**Shared parameters.** A conv's filter for channel c (its weights and bias) is stored once
+on every device that holds any neuron of channel c; a fully connected neuron's weights belong
+to it alone. **Redundant edges**: a neuron's output goes to a device once, however many of
+that device's neurons read it. Both are exactly what partopt's plan routing and memory rule
+do (:func:`partopt.plan.evaluate`), so the assignment is a partopt :class:`~partopt.plan.Plan`
+(one stage per layer, one task per vertex) and every figure here equals ``evaluate``'s.
+
+**Objectives.** ``rate``: maximise inferences per second of a pipelined stream, 1 / the
+busiest resource (a device's compute, a link's messages, or on a shared medium all
+messages), as ``evaluate``'s ``throughput_per_s``; :class:`~partopt.solvers.Solution`'s
+``objective`` is then that busiest time (seconds per inference). ``comm``: minimise bytes
+sent per inference. Device memory limits are hard in both.
+
+**DN2PCIoT** (:func:`heuristic`, after the paper's Kernighan-Lin-style algorithm): start from
+the packed assignment (layers in order filling one device after another) and from the greedy
+baseline, improve each, and keep the better; in each pass move one unlocked vertex at a time to the device where the
+objective is best among moves that keep every device within memory (ties: fewer bytes sent),
+lock it, and repeat; keep the best prefix of the pass; stop when a pass gains nothing. Moves
+of a vertex go to the devices holding its producers or consumers, or to the least loaded one.
+
+**Exact** (:func:`exact`): assignment binaries x[v, d]; "class needed" binaries z[k, d] for
+each class k of a producer's neurons (neurons read by the same set of vertices), z >= x[v, d] -
+x[producer, d]; channel-filter indicators h[c, d] >= x[v, d]; message indicators per stage and
+link; on a mesh, sender-receiver products; memory rows per device and stage as ``evaluate``;
+objective the bottleneck (``rate``) or the bytes (``comm``); symmetry breaking (compute load
+non-increasing) over identical non-source devices. CBC or HiGHS (PuLP) or CP-SAT; at a time
+limit, the best plan with the proven bound. See formulations/dn2pciot.tex.
+
+Example:
+    >>> from partopt.zoo import load_model, example_input
+    >>> from partopt.graph import LayerGraph
+    >>> from partopt.cluster import preset
+    >>> net, shape, _ = load_model("lenet5"); g = LayerGraph.from_module(net, example_input(shape))
+    >>> ng = neuron_graph(g, "coarse"); len(ng.vertices)
+    62
+    >>> sol = heuristic(g, preset("dn2pciot-2"), model="lenet5")
+    >>> sol.status, sol.report.memory_ok
+    ('heuristic', True)
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..cluster import Cluster
+from ..errors import PartoptError, SolverError
+from ..geometry import Box, ranges_from_counts, split_proportional
+from ..graph import LayerGraph
+from ..maxplus import Lin, builder
+from ..plan import FLOAT_BYTES, Plan, Stage, Task, build_plan, cone, evaluate
+from ..solvers import Solution
+from .baselines import layer_stages
+
+OBJECTIVES = ("rate", "comm")
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """How neurons are grouped into vertices: ``blocks`` x ``blocks`` tiles per conv/pool
+    feature map, ``fc_group`` neurons per fully connected vertex."""
+
+    blocks: int
+    fc_group: int
+
+
+GROUPINGS = {"coarse": Grouping(1, 12), "fine": Grouping(2, 6)}
+
+
+@dataclass(frozen=True)
+class Vertex:
+    stage: int
+    box: Box
+    flops: int
+    out_bytes: int
+    work_bytes: int      # working set beyond its own output while it runs (evaluate's rule)
+
+
+@dataclass
+class NeuronGraph:
+    """Vertices, the classes of neurons they read, and the parameter keys they hold.
+
+    ``cls_*``: per class, its producer vertex (-1: the model input, on the source device),
+    its bytes, the stage that reads it, and (``cons_k``, ``cons_v``) the (class, vertex)
+    incidences. ``key_*``: per parameter key (a conv channel's filter, or an FC vertex's rows),
+    its bytes and (``hold_k``, ``hold_v``) the vertices that need it.
+    """
+
+    graph: LayerGraph
+    stages: list[list[str]]
+    vertices: list[Vertex]
+    input_bytes: int
+    cls_prod: np.ndarray
+    cls_bytes: np.ndarray
+    cls_stage: np.ndarray
+    cons_k: np.ndarray
+    cons_v: np.ndarray
+    key_bytes: np.ndarray
+    hold_k: np.ndarray
+    hold_v: np.ndarray
+    grouping: Grouping
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.stages)
+
+
+def _boxes(graph: LayerGraph, out: str, grouping: Grouping) -> list[Box]:
+    c, h, w = graph.tensor_chw(out)
+    if h == 1 and w == 1:
+        k = math.ceil(c / grouping.fc_group)
+        counts = split_proportional(c, [1] * k)
+        return [Box(a, b, 0, 1, 0, 1) for a, b in ranges_from_counts(counts) if b > a]
+    rows = [r for r in ranges_from_counts(split_proportional(h, [1] * min(grouping.blocks, h))) if r[1] > r[0]]
+    cols = [r for r in ranges_from_counts(split_proportional(w, [1] * min(grouping.blocks, w))) if r[1] > r[0]]
+    return [Box(ch, ch + 1, r0, r1, c0, c1) for ch in range(c) for r0, r1 in rows for c0, c1 in cols]
+
+
+def neuron_graph(graph: LayerGraph, grouping: str | Grouping = "coarse") -> NeuronGraph:
+    """The DN2PCIoT graph of ``graph`` (a chain of layers) at ``grouping`` (see :data:`GROUPINGS`)."""
+    if isinstance(grouping, str):
+        if grouping not in GROUPINGS:
+            raise PartoptError(f"unknown grouping {grouping!r}; groupings: {', '.join(GROUPINGS)}")
+        grouping = GROUPINGS[grouping]
+    if grouping.blocks < 1 or grouping.fc_group < 1:
+        raise PartoptError(f"grouping needs blocks >= 1 and fc_group >= 1, got {grouping}")
+    stages = layer_stages(graph)
+    outputs = [s[-1] for s in stages]
+    for i, s in enumerate(stages):
+        for n in s:
+            for inp in graph.op[n].inputs:
+                if inp not in s and inp != (outputs[i - 1] if i else graph.input_name):
+                    raise PartoptError(f"DN2PCIoT partitions a chain of layers; {n} reads {inp}, "
+                                       f"which is not the previous layer's output")
+    batch = graph.batch
+    verts: list[Vertex] = []
+    by_stage: list[list[int]] = []
+    for i, s in enumerate(stages):
+        ids = []
+        for box in _boxes(graph, s[-1], grouping):
+            c = cone(graph, s, Task("-", box))
+            out = box.volume * batch * FLOAT_BYTES
+            ids.append(len(verts))
+            verts.append(Vertex(i, box, c.flops, out, max(0, c.work_peak_bytes - out)))
+        by_stage.append(ids)
+    # classes: a producer's elements grouped by the set of consumer vertices that read them
+    cls_prod, cls_bytes, cls_stage, cons_k, cons_v = [], [], [], [], []
+    for i, s in enumerate(stages):
+        tensor = outputs[i - 1] if i else graph.input_name
+        shape = graph.tensor_chw(tensor)
+        prods = by_stage[i - 1] if i else [-1]
+        owner = np.full(shape, -1, dtype=np.int64)
+        for u in prods:
+            b = verts[u].box if u >= 0 else Box.full(shape)
+            owner[b.c0:b.c1, b.h0:b.h1, b.w0:b.w1] = u
+        readers = [[] for _ in range(int(np.prod(shape)))]
+        mask = np.zeros(shape, dtype=bool)
+        for v in by_stage[i]:
+            need = cone(graph, s, Task("-", verts[v].box)).needs.get(tensor)
+            if need is None or need.empty:
+                continue
+            mask[:] = False
+            mask[need.c0:need.c1, need.h0:need.h1, need.w0:need.w1] = True
+            for e in np.flatnonzero(mask):
+                readers[e].append(v)
+        groups: dict[tuple, int] = {}
+        flat_owner = owner.ravel()
+        for e, rs in enumerate(readers):
+            if rs:
+                key = (int(flat_owner[e]), tuple(rs))
+                groups[key] = groups.get(key, 0) + 1
+        for (u, rs), size in groups.items():
+            k = len(cls_prod)
+            cls_prod.append(u)
+            cls_bytes.append(size * batch * FLOAT_BYTES)
+            cls_stage.append(i)
+            cons_k += [k] * len(rs)
+            cons_v += list(rs)
+    # parameter keys: a conv/bn channel is shared by its vertices; FC rows are the vertex's own
+    keys: dict[tuple, int] = {}
+    key_bytes, hold_k, hold_v = [], [], []
+    from ..cost import weight_bytes
+    for v, vx in enumerate(verts):
+        c = cone(graph, stages[vx.stage], Task("-", vx.box))
+        for name in stages[vx.stage]:
+            op = graph.op[name]
+            r = c.regions[name]
+            if r.empty or op.param_bytes == 0:
+                continue
+            if op.kind in ("conv", "bn"):
+                for ch in range(r.c0, r.c1):
+                    key = (name, ch)
+                    if key not in keys:
+                        keys[key] = len(key_bytes)
+                        ci = op.conv_in_channels(ch, ch + 1) if op.kind == "conv" else (0, 1)
+                        key_bytes.append(weight_bytes(op, [(ch, ch + 1, ci[0], ci[1])]))
+                    hold_k.append(keys[key])
+                    hold_v.append(v)
+            elif op.kind == "linear":
+                keys[(name, v)] = len(key_bytes)
+                key_bytes.append(weight_bytes(op, [(r.c0, r.c1, 0, 1)]))
+                hold_k.append(keys[(name, v)])
+                hold_v.append(v)
+            else:
+                raise PartoptError(f"DN2PCIoT: no parameter rule for {op.kind} op {name}")
+    arr = lambda x: np.asarray(x, dtype=np.int64)
+    return NeuronGraph(graph, stages, verts, graph.tensor_bytes(graph.input_name), arr(cls_prod), arr(cls_bytes),
+                       arr(cls_stage), arr(cons_k), arr(cons_v), arr(key_bytes), arr(hold_k), arr(hold_v), grouping)
+
+
+# ---------------------------------------------------------------------------------------
+# Costs of an assignment (the same numbers as evaluate, without building the plan)
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Costs:
+    """Per assignment: bottleneck seconds per inference (1 / rate), bytes sent per inference,
+    per-device peak memory (bytes) and the bytes each device lacks."""
+
+    bottleneck_s: float
+    comm_bytes: int
+    peak: np.ndarray
+    over: np.ndarray
+
+    @property
+    def valid(self) -> bool:
+        return not self.over.any()
+
+    def key(self, objective: str) -> tuple:
+        return (self.bottleneck_s, self.comm_bytes) if objective == "rate" else (self.comm_bytes, self.bottleneck_s)
+
+
+class Evaluator:
+    """Fast costs of assignments (vertex -> device index) of one graph on one cluster."""
+
+    def __init__(self, ng: NeuronGraph, cluster: Cluster, source: int = 0):
+        self.ng, self.cluster, self.src = ng, cluster, source
+        self.n = len(cluster.devices)
+        self.speed = np.array([d.flops_per_s for d in cluster.devices], dtype=float)
+        self.cap = np.array([d.memory_bytes for d in cluster.devices], dtype=np.int64)
+        names = cluster.names
+        self.inv_bw = np.array([[0.0 if a == b else 1.0 / cluster.bw(a, b) for b in names] for a in names])
+        self.stage_of = np.array([v.stage for v in ng.vertices], dtype=np.int64)
+        self.flops = np.array([v.flops for v in ng.vertices], dtype=float)
+        self.out = np.array([v.out_bytes for v in ng.vertices], dtype=np.int64)
+        self.work = np.array([v.work_bytes for v in ng.vertices], dtype=np.int64)
+        self.last = np.flatnonzero(self.stage_of == ng.n_stages - 1)
+
+    def link_bytes(self, x: np.ndarray) -> np.ndarray:
+        """bytes[phase, sender, receiver]; phases: the stages, then the final gather."""
+        ng, n, S = self.ng, self.n, self.ng.n_stages
+        cnt = np.zeros((len(ng.cls_prod), n), dtype=np.int64)
+        np.add.at(cnt, (ng.cons_k, x[ng.cons_v]), 1)
+        prod_dev = np.where(ng.cls_prod >= 0, x[np.maximum(ng.cls_prod, 0)], self.src)
+        need = cnt > 0
+        need[np.arange(len(prod_dev)), prod_dev] = False
+        kk, dd = np.nonzero(need)
+        bl = np.zeros((S + 1, n, n), dtype=np.int64)
+        np.add.at(bl, (ng.cls_stage[kk], prod_dev[kk], dd), ng.cls_bytes[kk])
+        away = self.last[x[self.last] != self.src]
+        np.add.at(bl, (S, x[away], self.src), self.out[away])
+        return bl
+
+    def costs(self, x: np.ndarray) -> Costs:
+        ng, n, S = self.ng, self.n, self.ng.n_stages
+        bl = self.link_bytes(x)
+        lat = self.cluster.latency_s
+        link_s = (bl > 0).sum(axis=0) * lat + bl.sum(axis=0) * self.inv_bw
+        comp = np.bincount(x, weights=self.flops, minlength=n) / self.speed
+        if self.cluster.link == "shared":
+            busiest = max(comp.max(), link_s.sum())
+        else:
+            busiest = max(comp.max(), link_s.max())
+        outs = np.zeros((S, n), dtype=np.int64)
+        np.add.at(outs, (self.stage_of, x), self.out)
+        work = np.zeros((S, n), dtype=np.int64)
+        np.maximum.at(work, (self.stage_of, x), self.work)
+        live = np.zeros((S, n), dtype=np.int64)
+        live[1:] = outs[:-1]
+        live[0, self.src] += ng.input_bytes
+        act = live + bl[:S].sum(axis=1) + outs + work
+        peak = act.max(axis=0)
+        peak[self.src] = max(peak[self.src], outs[S - 1, self.src] + bl[S].sum(axis=0)[self.src])
+        held = np.zeros((len(ng.key_bytes), n), dtype=bool)
+        held[ng.hold_k, x[ng.hold_v]] = True
+        peak = peak + ng.key_bytes @ held
+        return Costs(float(busiest), int(bl.sum()), peak, np.maximum(peak - self.cap, 0))
+
+
+def plan_of(ng: NeuronGraph, cluster: Cluster, x, *, model: str = "model", method: str = "dn2pciot",
+            meta: Optional[dict] = None) -> Plan:
+    """The partopt plan of assignment ``x`` (vertex -> device index): one stage per layer,
+    one task per vertex; the input starts on, and the output returns to, the first device."""
+    names = cluster.names
+    stages = [Stage(list(ops), []) for ops in ng.stages]
+    for v, vx in enumerate(ng.vertices):
+        stages[vx.stage].tasks.append(Task(names[int(x[v])], vx.box))
+    meta = dict(meta or {})
+    meta.update({"grouping": [ng.grouping.blocks, ng.grouping.fc_group], "assignment": [int(d) for d in x]})
+    return build_plan(ng.graph, cluster, stages, model=model, method=method, source=names[0], meta=meta)
+
+
+def _result(ng, cluster, x, method, objective, t0, model, status="heuristic", **kw) -> Solution:
+    plan = plan_of(ng, cluster, x, model=model, method=method, meta={"objective": objective})
+    rep = evaluate(plan, ng.graph, cluster)
+    obj = 1.0 / rep.throughput_per_s if objective == "rate" else float(rep.comm_bytes)
+    if rep.memory_ok:
+        return Solution(plan, status, method, objective=obj, solve_s=time.perf_counter() - t0, report=rep, **kw)
+    return Solution(plan, "infeasible", method, solve_s=time.perf_counter() - t0, report=rep,
+                    reason=rep.infeasible_reason(), **kw)
+
+
+def _check(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise PartoptError(f"unknown objective {objective!r}; objectives: {', '.join(OBJECTIVES)}")
+
+
+# ---------------------------------------------------------------------------------------
+# Baselines
+# ---------------------------------------------------------------------------------------
+def greedy_assignment(ng: NeuronGraph, ev: Evaluator) -> np.ndarray:
+    """Vertices in layer order, each to the device with the least compute time so far among
+    those whose memory it keeps within capacity (the least-overflowing device if none)."""
+    n = ev.n
+    x = np.zeros(len(ng.vertices), dtype=np.int64)
+    load = np.zeros(n)
+    placed: list[int] = []
+    for v in range(len(ng.vertices)):
+        best = None
+        for d in sorted(range(n), key=lambda d: (load[d], d)):
+            x[v] = d
+            sub = np.array(placed + [v])
+            over = _partial_over(ng, ev, x, sub)
+            if over[d] == 0:
+                best = d
+                break
+            if best is None or over[d] < best_over:
+                best, best_over = d, over[d]
+        x[v] = best
+        load[best] += ng.vertices[v].flops / ev.speed[best]
+        placed.append(v)
+    return x
+
+
+def _partial_over(ng: NeuronGraph, ev: Evaluator, x: np.ndarray, placed: np.ndarray) -> np.ndarray:
+    """Memory overflow of the vertices placed so far, counting weights and the outputs of two
+    consecutive layers (a guide for the baselines; ``evaluate`` decides validity)."""
+    n = ev.n
+    held = np.zeros((len(ng.key_bytes), n), dtype=bool)
+    sel = np.isin(ng.hold_v, placed)
+    held[ng.hold_k[sel], x[ng.hold_v[sel]]] = True
+    outs = np.zeros((ng.n_stages, n), dtype=np.int64)
+    np.add.at(outs, (ev.stage_of[placed], x[placed]), ev.out[placed])
+    act = outs.copy()
+    act[1:] += outs[:-1]
+    peak = act.max(axis=0) + ng.key_bytes @ held
+    return np.maximum(peak - ev.cap, 0)
+
+
+def packed_assignment(ng: NeuronGraph, ev: Evaluator) -> np.ndarray:
+    """Vertices in layer order fill the first device until the next one would overflow it
+    (weights and outputs), then the next device, and so on: few devices, few bytes sent."""
+    x = np.zeros(len(ng.vertices), dtype=np.int64)
+    d = 0
+    for v in range(len(ng.vertices)):
+        x[v] = d
+        if d + 1 < ev.n and _partial_over(ng, ev, x, np.arange(v + 1))[d] > 0:
+            d += 1
+            x[v] = d
+    return x
+
+
+def per_layer_assignment(ng: NeuronGraph, ev: Evaluator) -> np.ndarray:
+    """Whole layers on devices, as a general framework places them: layers in order go to the
+    current device until one would overflow it (weights and outputs), then to the next device;
+    the last device takes whatever remains."""
+    x = np.zeros(len(ng.vertices), dtype=np.int64)
+    d = 0
+    for s in range(ng.n_stages):
+        vs = np.flatnonzero(ev.stage_of == s)
+        x[vs] = d
+        placed = np.flatnonzero(ev.stage_of <= s)
+        if s > 0 and d + 1 < ev.n and _partial_over(ng, ev, x, placed)[d] > 0:
+            d += 1
+            x[vs] = d
+    return x
+
+
+def metis_assignment(ng: NeuronGraph, ev: Evaluator, seed: int = 0) -> np.ndarray:
+    """METIS k-way (pymetis): vertex weights = FLOPs, target shares by device speed, edge
+    weights = bytes between vertices; minimises the edge cut, knows nothing of memory."""
+    import pymetis
+
+    V = len(ng.vertices)
+    w: dict[tuple[int, int], int] = {}
+    cls_to_v = {}
+    for k, v in zip(ng.cons_k, ng.cons_v):
+        cls_to_v.setdefault(int(k), []).append(int(v))
+    for k, vs in cls_to_v.items():
+        u = int(ng.cls_prod[k])
+        if u < 0:
+            continue
+        for v in vs:
+            a, b = min(u, v), max(u, v)
+            w[(a, b)] = w.get((a, b), 0) + int(ng.cls_bytes[k])
+    adj: list[list[tuple[int, int]]] = [[] for _ in range(V)]
+    for (a, b), wt in w.items():
+        adj[a].append((b, wt))
+        adj[b].append((a, wt))
+    xadj, adjncy, ew = [0], [], []
+    for lst in adj:
+        for b, wt in sorted(lst):
+            adjncy.append(b)
+            ew.append(max(1, wt))
+        xadj.append(len(adjncy))
+    vw = [max(1, int(v.flops)) for v in ng.vertices]
+    tp = (ev.speed / ev.speed.sum()).tolist()
+    tp[-1] = max(0.0, 1.0 - sum(tp[:-1]))
+    opts = pymetis.Options(seed=seed)
+    if hasattr(pymetis, "CSRAdjacency"):
+        _, parts = pymetis.part_graph(ev.n, pymetis.CSRAdjacency(xadj, adjncy), vweights=vw, eweights=ew, tpwgts=tp,
+                                      options=opts)
+    else:  # pymetis before 2025
+        _, parts = pymetis.part_graph(ev.n, xadj=xadj, adjncy=adjncy, vweights=vw, eweights=ew, tpwgts=tp,
+                                      options=opts)
+    return np.asarray(parts, dtype=np.int64)
+
+
+def baseline(graph: LayerGraph, cluster: Cluster, kind: str, *, model: str = "model", grouping="coarse",
+             objective: str = "rate", **_) -> Solution:
+    """One of the baselines (``metis``, ``per-layer``, ``greedy``) as a Solution; a plan that
+    breaks a memory limit is ``infeasible`` with the reason, never repaired."""
+    _check(objective)
+    t0 = time.perf_counter()
+    ng = neuron_graph(graph, grouping)
+    ev = Evaluator(ng, cluster)
+    f = {"metis": metis_assignment, "per-layer": per_layer_assignment, "greedy": greedy_assignment}
+    if kind not in f:
+        raise PartoptError(f"unknown DN2PCIoT baseline {kind!r}; baselines: {', '.join(f)}")
+    return _result(ng, cluster, f[kind](ng, ev), f"dn2pciot-{kind}", objective, t0, model)
+
+
+# ---------------------------------------------------------------------------------------
+# DN2PCIoT
+# ---------------------------------------------------------------------------------------
+def _neighbours(ng: NeuronGraph) -> list[set[int]]:
+    nb = [set() for _ in ng.vertices]
+    for k, v in zip(ng.cons_k, ng.cons_v):
+        u = int(ng.cls_prod[k])
+        if u >= 0:
+            nb[u].add(int(v))
+            nb[int(v)].add(u)
+    return nb
+
+
+def improve(ng: NeuronGraph, ev: Evaluator, x: np.ndarray, objective: str = "rate", max_passes: int = 8,
+            max_steps: Optional[int] = None) -> np.ndarray:
+    """Kernighan-Lin-style passes of single-vertex moves (module doc) from assignment ``x``."""
+    x = x.copy()
+    nb = _neighbours(ng)
+    V = len(ng.vertices)
+    steps = max_steps or V
+
+    def score(c: Costs):
+        return (int(c.over.sum()),) + c.key(objective)
+
+    cur = score(ev.costs(x))
+    for _ in range(max_passes):
+        locked = np.zeros(V, dtype=bool)
+        y = x.copy()
+        best, best_x = cur, None
+        y_over = cur[0]
+        for _ in range(steps):
+            load = np.bincount(y, weights=ev.flops, minlength=ev.n) / ev.speed
+            step_best, move = None, None
+            for v in np.flatnonzero(~locked):
+                targets = {int(y[u]) for u in nb[v]} | {int(np.argmin(load))}
+                targets.discard(int(y[v]))
+                for d in targets:
+                    old = y[v]
+                    y[v] = d
+                    s = score(ev.costs(y))
+                    y[v] = old
+                    if s[0] > y_over:
+                        continue      # a move may worsen the objective (to escape), never the memory
+
+                    if step_best is None or s < step_best:
+                        step_best, move = s, (v, d)
+            if move is None:
+                break
+            y[move[0]] = move[1]
+            locked[move[0]] = True
+            y_over = step_best[0]
+            if step_best < best:
+                best, best_x = step_best, y.copy()
+        if best_x is None:
+            break
+        x, cur = best_x, best
+    return x
+
+
+def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
+              grouping="coarse", objective: str = "rate", max_passes: int = 8) -> Solution:
+    """DN2PCIoT (module doc): the greedy baseline improved by Kernighan-Lin-style passes."""
+    _check(objective)
+    t0 = time.perf_counter()
+    if source not in (None, cluster.devices[0].name):
+        raise PartoptError("DN2PCIoT keeps the input on the cluster's first device; reorder the cluster instead")
+    ng = neuron_graph(graph, grouping)
+    ev = Evaluator(ng, cluster)
+    best = None
+    for start in (packed_assignment, greedy_assignment):
+        x = improve(ng, ev, start(ng, ev), objective, max_passes)
+        c = ev.costs(x)
+        k = (int(c.over.sum()),) + c.key(objective)
+        if best is None or k < best[0]:
+            best = (k, x)
+    return _result(ng, cluster, best[1], "dn2pciot", objective, t0, model)
+
+
+# ---------------------------------------------------------------------------------------
+# Exact model
+# ---------------------------------------------------------------------------------------
+def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", objective: str = "rate",
+                symmetry: bool = True):
+    """The exact model (module doc; formulations/dn2pciot.tex). Returns (builder, x names)."""
+    _check(objective)
+    ev = Evaluator(ng, cluster)
+    n, V, S, src = ev.n, len(ng.vertices), ng.n_stages, 0
+    names = cluster.names
+    lat = cluster.latency_s
+    horizon = float(ev.flops.sum() / ev.speed.min() + (ng.cls_bytes.sum() * n + ev.out.sum()) * ev.inv_bw.max()
+                    + lat * (S + 1) * n * n) + 1.0
+    b = builder(solver, horizon)
+    x = {(v, d): b.boolean(f"x_{v}_{d}") for v in range(V) for d in range(n)}
+    for v in range(V):
+        e = Lin()
+        for d in range(n):
+            e = e + Lin.var(x[(v, d)])
+        b.equal(e, 1)
+    K = len(ng.cls_prod)
+    readers: list[list[int]] = [[] for _ in range(K)]
+    for k, v in zip(ng.cons_k, ng.cons_v):
+        readers[int(k)].append(int(v))
+    z = {}
+    for k in range(K):
+        u = int(ng.cls_prod[k])
+        for d in range(n):
+            if u < 0 and d == src:
+                continue          # the input is on the source
+            z[(k, d)] = b.boolean(f"z_{k}_{d}")
+            for v in readers[k]:
+                e = Lin.var(x[(v, d)]) + Lin.var(z[(k, d)], -1.0)
+                if u >= 0:
+                    e = e + Lin.var(x[(u, d)], -1.0)
+                b.at_most(e, 0)
+    # sender of each class to each receiver: product variables (needed for link loads and messages)
+    q = {}
+    for (k, d), zv in z.items():
+        u = int(ng.cls_prod[k])
+        for e_ in range(n):
+            if e_ == d:
+                continue
+            if u < 0:
+                if e_ == src:
+                    q[(k, e_, d)] = zv
+                continue
+            qv = b.boolean(f"q_{k}_{e_}_{d}")
+            b.at_most(Lin.var(zv) + Lin.var(x[(u, e_)]) + Lin.var(qv, -1.0), 1)
+            q[(k, e_, d)] = qv
+    last = [int(v) for v in ev.last]
+    # messages per (phase, sender, receiver)
+    m = {}
+    for (k, e_, d), qv in q.items():
+        s = int(ng.cls_stage[k])
+        if (s, e_, d) not in m:
+            m[(s, e_, d)] = b.boolean(f"m_{s}_{e_}_{d}")
+        b.at_most(Lin.var(qv) + Lin.var(m[(s, e_, d)], -1.0), 0)
+    for e_ in range(n):
+        if e_ == src:
+            continue
+        m[(S, e_, src)] = b.boolean(f"m_{S}_{e_}_{src}")
+        for v in last:
+            b.at_most(Lin.var(x[(v, e_)]) + Lin.var(m[(S, e_, src)], -1.0), 0)
+
+    def link_expr(e_, d) -> Lin:
+        """Seconds link e_->d is busy per inference."""
+        ex = Lin()
+        for (s, a, c), mv in m.items():
+            if (a, c) == (e_, d):
+                ex = ex + Lin.var(mv, lat)
+        for (k, a, c), qv in q.items():
+            if (a, c) == (e_, d):
+                ex = ex + Lin.var(qv, float(ng.cls_bytes[k]) * ev.inv_bw[a, c])
+        if d == src:
+            for v in last:
+                ex = ex + Lin.var(x[(v, e_)], float(ev.out[v]) * ev.inv_bw[e_, d])
+        return ex
+
+    comm = Lin()
+    for (k, e_, d), qv in q.items():
+        comm = comm + Lin.var(qv, float(ng.cls_bytes[k]))
+    for v in last:
+        for e_ in range(n):
+            if e_ != src:
+                comm = comm + Lin.var(x[(v, e_)], float(ev.out[v]))
+    if objective == "rate":
+        B = b.time("bottleneck")
+        for d in range(n):
+            ex = Lin()
+            for v in range(V):
+                ex = ex + Lin.var(x[(v, d)], float(ev.flops[v] / ev.speed[d]))
+            b.at_least(B, ex)
+        if cluster.link == "shared":
+            tot = Lin()
+            for e_ in range(n):
+                for d in range(n):
+                    if e_ != d:
+                        tot = tot + link_expr(e_, d)
+            b.at_least(B, tot)
+        else:
+            for e_ in range(n):
+                for d in range(n):
+                    if e_ != d:
+                        b.at_least(B, link_expr(e_, d))
+        b.minimize(B)
+    else:
+        C = b.quantity("comm_bytes", float(ng.cls_bytes.sum() * n + ev.out.sum()))
+        b.at_most(comm + Lin.var(C, -1.0), 0)
+        b.minimize(C)
+    # memory, as evaluate: weights held + (live + received + outputs + working set) per stage
+    h = {}
+    keyholders: dict[int, list[int]] = {}
+    for kk, v in zip(ng.hold_k, ng.hold_v):
+        keyholders.setdefault(int(kk), []).append(int(v))
+    for d in range(n):
+        wsum = Lin()
+        for kk, vs in keyholders.items():
+            if len(vs) == 1:
+                wsum = wsum + Lin.var(x[(vs[0], d)], float(ng.key_bytes[kk]))
+                continue
+            hv = b.boolean(f"h_{kk}_{d}")
+            for v in vs:
+                b.at_most(Lin.var(x[(v, d)]) + Lin.var(hv, -1.0), 0)
+            wsum = wsum + Lin.var(hv, float(ng.key_bytes[kk]))
+        cap = float(ev.cap[d])
+        for s in range(S):
+            vs = [v for v in range(V) if ev.stage_of[v] == s]
+            act = Lin()
+            for v in vs:
+                act = act + Lin.var(x[(v, d)], float(ev.out[v]))
+            if s > 0:
+                for v in (v for v in range(V) if ev.stage_of[v] == s - 1):
+                    act = act + Lin.var(x[(v, d)], float(ev.out[v]))
+            elif d == src:
+                act = act + float(ng.input_bytes)
+            for (k, dd), zv in z.items():
+                if dd == d and int(ng.cls_stage[k]) == s:
+                    act = act + Lin.var(zv, float(ng.cls_bytes[k]))
+            if any(ev.work[v] for v in vs):
+                wv = b.quantity(f"work_{s}_{d}", float(max(ev.work[v] for v in vs)))
+                for v in vs:
+                    if ev.work[v]:
+                        b.at_most(Lin.var(x[(v, d)], float(ev.work[v])) + Lin.var(wv, -1.0), 0)
+                act = act + Lin.var(wv)
+            b.at_most(wsum + act, cap)
+        if d == src:
+            fin = Lin()
+            for v in last:
+                fin = fin + Lin.of(float(ev.out[v]))
+            b.at_most(wsum + fin, cap)
+    if symmetry:
+        devs = cluster.devices
+        for d in range(1, n - 1):
+            a, c = devs[d], devs[d + 1]
+            if (a.flops_per_s, a.memory_bytes) == (c.flops_per_s, c.memory_bytes) and all(
+                    cluster.bw(a.name, o) == cluster.bw(c.name, o) and cluster.bw(o, a.name) == cluster.bw(o, c.name)
+                    for o in names if o not in (a.name, c.name)):
+                ex = Lin()
+                for v in range(V):
+                    ex = ex + Lin.var(x[(v, d + 1)], float(ev.flops[v])) + Lin.var(x[(v, d)], -float(ev.flops[v]))
+                b.at_most(ex, 0)
+    return b, x
+
+
+def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
+          solver: str = "highs", time_limit: Optional[float] = 60.0, threads: Optional[int] = None,
+          grouping="coarse", objective: str = "rate", symmetry: bool = True) -> Solution:
+    """The optimal assignment (module doc) on ``solver``; ``feasible`` with the proven bound at
+    the time limit; ``infeasible`` when no assignment fits memory."""
+    _check(objective)
+    t0 = time.perf_counter()
+    if source not in (None, cluster.devices[0].name):
+        raise PartoptError("DN2PCIoT keeps the input on the cluster's first device; reorder the cluster instead")
+    ng = neuron_graph(graph, grouping)
+    ev = Evaluator(ng, cluster)
+    n = len(cluster.devices)
+    h = heuristic(graph, cluster, model=model, grouping=grouping, objective=objective)
+    hx = np.asarray(h.plan.meta["assignment"], dtype=np.int64)
+    b, x = build_model(ng, cluster, solver, objective, symmetry)
+    if h.feasible:   # CP-SAT starts from it (a hint that breaks symmetry order is repaired)
+        for v in range(len(ng.vertices)):
+            for d in range(n):
+                b.hint(x[(v, d)], int(hx[v] == d))
+    r = b.solve(solver, time_limit=time_limit, threads=threads)
+    if r.status == "infeasible":
+        return Solution(None, "infeasible", "dn2pciot", mode="exact", solve_s=time.perf_counter() - t0, solver=solver,
+                        reason="no assignment of the neurons fits every device's memory (proven)")
+    cands = [hx] if h.feasible else []
+    if r.status != "no_solution":
+        cands.append(np.array([max(range(n), key=lambda d: b.value(x[(v, d)])) for v in range(len(ng.vertices))]))
+    if not cands:
+        h.mode, h.solver, h.bound, h.status = "exact", solver, r.bound, "infeasible"
+        h.reason = ("the solver found no assignment within the time limit and the heuristic's breaks memory: "
+                    + h.reason)
+        return h
+    # the better of the solver's incumbent and the heuristic's plan (both priced by evaluate)
+    best = min(cands, key=lambda a: (not ev.costs(a).valid,) + ev.costs(a).key(objective))
+    status = "optimal" if r.status == "optimal" else "feasible"
+    sol = _result(ng, cluster, best, "dn2pciot", objective, t0, model, status=status, mode="exact", solver=solver,
+                  bound=r.bound)
+    if sol.feasible and r.bound is not None and sol.objective:
+        sol.gap = max(0.0, (sol.objective - r.bound) / sol.objective)
+    if sol.plan is not None:
+        sol.plan.meta["model_objective"] = r.objective
+    return sol
+
+
+def brute_force(graph: LayerGraph, cluster: Cluster, *, grouping="coarse", objective: str = "rate",
+                limit: int = 200000) -> tuple[Optional[np.ndarray], Optional[tuple]]:
+    """The best valid assignment by enumeration (tiny graphs): (assignment, its key) or (None, None)."""
+    import itertools
+
+    ng = neuron_graph(graph, grouping)
+    ev = Evaluator(ng, cluster)
+    V, n = len(ng.vertices), ev.n
+    if n ** V > limit:
+        raise SolverError(f"brute force would evaluate {n ** V} assignments (limit {limit})")
+    best, best_key = None, None
+    for t in itertools.product(range(n), repeat=V):
+        x = np.array(t, dtype=np.int64)
+        c = ev.costs(x)
+        if c.valid and (best_key is None or c.key(objective) < best_key):
+            best, best_key = x, c.key(objective)
+    return best, best_key
+
+
+def _baseline(kind: str):
+    def run(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
+            grouping="coarse", objective: str = "rate") -> Solution:
+        return baseline(graph, cluster, kind, model=model, grouping=grouping, objective=objective)
+    run.__doc__ = f"The {kind} baseline of DN2PCIoT (see :func:`baseline`)."
+    return run
+
+
+metis = _baseline("metis")
+per_layer = _baseline("per-layer")
+greedy = _baseline("greedy")

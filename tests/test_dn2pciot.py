@@ -1,0 +1,163 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from partopt.cluster import heterogeneous, homogeneous, preset
+from partopt.errors import PartoptError
+from partopt.graph import LayerGraph
+from partopt.methods import dn2pciot as dn
+from partopt.plan import evaluate
+from partopt.verify import verify
+from partopt.zoo import randomize
+
+KiB = 1024
+SETUPS = ["dn2pciot-1", "dn2pciot-2", "dn2pciot-3", "dn2pciot-4"]
+
+
+def tiny(size=6):
+    """conv(1->2) -> relu -> avgpool -> flatten -> linear(8->4): five vertices when coarse."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                        nn.Linear(2 * (size // 2) ** 2, 4))
+    x = torch.randn(1, 1, size, size)
+    randomize(net, 3)
+    return net, x, LayerGraph.from_module(net, x)
+
+
+def iot(n, mem, link="shared", hetero=False):
+    specs = [(f"iot{i}", (2e6 if hetero and i % 2 else 1e6), mem) for i in range(n)]
+    return heterogeneous(specs, 2000.0, latency_s=1e-3, link=link, name=f"iot{n}")
+
+
+def test_graph_sizes_and_shared_filters(zoo):
+    _, _, g = zoo("lenet5")
+    assert len(dn.neuron_graph(g, "coarse").vertices) == 62
+    ng = dn.neuron_graph(g, "fine")
+    assert len(ng.vertices) == 212
+    # every conv filter key is shared by the 2x2 tiles of its channel; FC rows are private
+    holders = np.bincount(ng.hold_k)
+    assert set(holders[:6]) == {4} and holders.max() == 4 and holders.min() == 1
+
+
+def test_shared_parameters_counted_once(zoo):
+    _, _, g = zoo("lenet5")
+    ng = dn.neuron_graph(g, "fine")
+    cl = preset("dn2pciot-1")
+    conv1 = [v for v, vx in enumerate(ng.vertices) if vx.stage == 0 and vx.box.c0 == 0]
+    assert len(conv1) == 4
+    x = np.zeros(len(ng.vertices), dtype=np.int64)
+    x[conv1[:2]] = 1      # two tiles of channel 0 on iot1: its filter (9 + 1) x 4 bytes... once
+    rep = evaluate(dn.plan_of(ng, cl, x), g, cl)
+    w = g.op[g.ops[0].name]
+    per_channel = (w.in_chw[0] * w.kernel[0] * w.kernel[1] + 1) * 4
+    assert rep.weight_bytes["iot1"] == per_channel
+    assert rep.weight_bytes["iot0"] == g.total_param_bytes       # iot0 still holds channel 0's other tiles
+
+
+@pytest.mark.parametrize("grouping", ["coarse", "fine"])
+@pytest.mark.parametrize("link", ["shared", "mesh"])
+def test_fast_costs_equal_evaluate(zoo, grouping, link):
+    _, _, g = zoo("lenet5")
+    ng = dn.neuron_graph(g, grouping)
+    cl = iot(4, 64 * KiB, link, hetero=True)
+    ev = dn.Evaluator(ng, cl)
+    rng = np.random.default_rng(1)
+    for _ in range(6):
+        x = rng.integers(0, 4, len(ng.vertices))
+        c = ev.costs(x)
+        rep = evaluate(dn.plan_of(ng, cl, x), g, cl)
+        assert c.bottleneck_s == pytest.approx(1 / rep.throughput_per_s, rel=1e-12)
+        assert c.comm_bytes == rep.comm_bytes
+        assert [int(p) for p in c.peak] == [rep.peak_memory_bytes[d] for d in cl.names]
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_every_reported_plan_verifies(zoo, setup):
+    net, x, g = zoo("lenet5")
+    cl = preset(setup)
+    sols = [dn.heuristic(g, cl, model="lenet5")] + [dn.baseline(g, cl, k) for k in ("metis", "per-layer", "greedy")]
+    for s in sols:
+        v = verify(s.plan, net, x, g, cl)
+        assert v.ok and v.max_rel_err <= 1e-4 and v.bytes_moved == v.bytes_planned, (s.method, v.reason)
+        assert s.status == ("infeasible" if not s.report.memory_ok else "heuristic")
+    assert sols[0].status == "heuristic"           # DN2PCIoT fits every setup
+    assert sols[2].status == ("heuristic" if setup == "dn2pciot-1" else "infeasible")   # fc1 is 188 KiB
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs", "cpsat"])
+@pytest.mark.parametrize("objective", ["rate", "comm"])
+def test_exact_equals_brute_force(solver, objective):
+    net, x, g = tiny()
+    ng = dn.neuron_graph(g, "coarse")
+    assert len(ng.vertices) == 5
+    solo = dn.Evaluator(ng, iot(1, 10 ** 9)).costs(np.zeros(5, dtype=np.int64)).peak[0]
+    tol = 1e-6 if solver != "cpsat" else 1e-4
+    for n, frac, link, het in [(2, 2.0, "shared", False), (3, 0.7, "shared", True), (3, 0.55, "mesh", True),
+                               (3, 0.2, "mesh", False)]:
+        cl = iot(n, int(solo * frac), link, het)
+        best, key = dn.brute_force(g, cl, objective=objective)
+        e = dn.exact(g, cl, solver=solver, objective=objective, time_limit=60)
+        if best is None:
+            assert e.status == "infeasible"
+            continue
+        assert e.status == "optimal", (n, frac, link)
+        got = (1 / e.report.throughput_per_s) if objective == "rate" else e.report.comm_bytes
+        assert got == pytest.approx(key[0], rel=tol, abs=1e-9)
+        v = verify(e.plan, net, x, g, cl)
+        assert v.ok
+
+
+def test_heuristic_never_beats_exact_and_exact_beats_valid_baselines(zoo):
+    _, _, g = zoo("lenet5")
+    for setup in ("dn2pciot-1", "dn2pciot-3"):
+        cl = preset(setup)
+        e = dn.exact(g, cl, solver="cpsat", time_limit=60)
+        assert e.status == "optimal"
+        h = dn.heuristic(g, cl)
+        assert e.objective <= h.objective * (1 + 1e-4)
+        for k in ("metis", "per-layer", "greedy"):
+            b = dn.baseline(g, cl, k)
+            if b.feasible:
+                assert e.objective <= b.objective * (1 + 1e-4)
+
+
+def test_comm_objective_sends_no_more_bytes(zoo):
+    _, _, g = zoo("lenet5")
+    cl = preset("dn2pciot-2")
+    rate, comm = dn.heuristic(g, cl, objective="rate"), dn.heuristic(g, cl, objective="comm")
+    assert comm.report.comm_bytes <= rate.report.comm_bytes
+    assert comm.objective == comm.report.comm_bytes
+
+
+def test_too_little_memory_is_infeasible(zoo):
+    _, _, g = zoo("lenet5")
+    cl = iot(2, 32 * KiB)
+    h = dn.heuristic(g, cl)
+    assert h.status == "infeasible" and "lacks" in h.reason
+    e = dn.exact(g, cl, solver="highs", time_limit=30)
+    assert e.status == "infeasible"
+
+
+def test_bad_input(zoo):
+    _, _, g = zoo("lenet5")
+    _, _, r = zoo("resnet18")
+    with pytest.raises(PartoptError, match="grouping"):
+        dn.neuron_graph(g, "medium")
+    with pytest.raises(PartoptError, match="objective"):
+        dn.heuristic(g, preset("dn2pciot-1"), objective="latency")
+    with pytest.raises(PartoptError, match="chain"):
+        dn.neuron_graph(r)
+    with pytest.raises(PartoptError, match="baseline"):
+        dn.baseline(g, preset("dn2pciot-1"), "kl")
+
+
+def test_cli(capsys):
+    import json
+    from partopt.cli import main
+    assert main(["solve", "lenet5", "--cluster", "dn2pciot-2", "--method", "dn2pciot", "--objective", "comm",
+                 "--grouping", "coarse", "--verify", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["status"] == "heuristic" and rec["verified"] is True
+    assert main(["solve", "lenet5", "--cluster", "dn2pciot-4", "--method", "dn2pciot-per-layer", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "infeasible"
+    assert main(["solve", "lenet5", "--method", "coedge", "--objective", "rate"]) == 2
