@@ -53,12 +53,12 @@ Example:
     >>> from partopt.zoo import load_model, example_input
     >>> from partopt.graph import LayerGraph
     >>> from partopt.cluster import preset
-    >>> net, shape, _ = load_model("alexnet"); g = LayerGraph.from_module(net, example_input(shape))
-    >>> [(p.a, p.b) for p in legal_pairs(g)][:2]
-    [('features_0', 'features_3'), ('features_3', 'features_6')]
-    >>> sol = heuristic(g, preset("pi4x4"), model="alexnet")
-    >>> sol.status, len(sol.plan.meta["pairs"]) > 0
-    ('heuristic', True)
+    >>> net, shape, _ = load_model("lenet5"); g = LayerGraph.from_module(net, example_input(shape))
+    >>> [(p.a, p.b, p.channels) for p in legal_pairs(g)]       # conv1 -> tanh -> pool -> conv2
+    [('_0', '_3', 6)]
+    >>> sol = heuristic(g, preset("pi4x4"), model="lenet5", pairs=[("_0", "_3")])
+    >>> sol.status, sol.plan.meta["counts"]
+    ('heuristic', {'_0/_3': [2, 2, 1, 1]})
 """
 from __future__ import annotations
 
