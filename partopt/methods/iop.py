@@ -566,9 +566,18 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
     data = model_data(graph, cluster, cands, source)
     b, v = build_model(data, cluster, solver, [p for p in cands if (p.a, p.b) in {(f.a, f.b) for f in forced}])
     t_build = time.perf_counter() - t0
+    # the greedy plan: a start for CP-SAT, and the answer if a time limit leaves a worse incumbent
+    g = heuristic(graph, cluster, model=model, source=source, pairs=pairs)
+    g_counts = {tuple(k.split("/")): c for k, c in g.plan.meta["counts"].items()}
+    for p in cands:
+        c = g_counts.get((p.a, p.b))
+        b.hint(v["x"][p], int(c is not None))
+        for di, d in enumerate(cluster.names):
+            b.hint(v["n"][(p, d)], c[di] if c else speed_counts(p.channels, cluster)[di])
+    for k, sk in enumerate(v["s"]):
+        b.hint(sk, int(not any(k in p.layers for p in cands if (p.a, p.b) in g_counts)))
     r = b.solve(solver, time_limit=time_limit, threads=threads)
     if r.status in ("infeasible", "no_solution"):
-        g = heuristic(graph, cluster, model=model, source=source, pairs=pairs)
         why = ("no pairing and channel split fits every device's memory; the greedy plan: " + g.reason
                if r.status == "infeasible" else "the solver found no plan within the time limit")
         status = "infeasible" if r.status == "infeasible" else ("feasible" if g.feasible else "infeasible")
@@ -585,4 +594,11 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
     sol = _solution(plan, graph, cluster, t0, status=status, mode="exact", solver=solver, bound=r.bound, gap=r.gap)
     if sol.status == "infeasible":
         sol.reason = "internal: the exact model's plan breaks memory in evaluate: " + sol.reason
+    elif status == "feasible" and g.feasible and g.objective < sol.objective:
+        # stopped at the time limit with an incumbent worse than the greedy's plan: return that
+        g.plan.meta.update({"solver": solver, "model_latency_s": r.objective, "build_s": t_build,
+                            "from": "greedy (better than the solver's incumbent at the time limit)"})
+        sol = _solution(g.plan, graph, cluster, t0, status="feasible", mode="exact", solver=solver, bound=r.bound)
+    if sol.status == "feasible" and sol.bound is not None and sol.objective:
+        sol.gap = max(0.0, (sol.objective - sol.bound) / sol.objective)
     return sol
