@@ -67,6 +67,11 @@ def _solve(graph, cluster, method: str, model: str, exact: bool, solver: Optiona
     return m.heuristic(graph, cluster, model=model, **extra)
 
 
+def _size(nbytes: int) -> str:
+    """Bytes as MiB, or KiB below one MiB (IoT devices)."""
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.1f} KiB"
+
+
 def _record(sol, model: str, cluster, ver=None) -> dict[str, Any]:
     r = sol.report
     return {
@@ -157,7 +162,7 @@ def _print_record(rec: dict[str, Any]) -> None:
     if rec["latency_s"] is not None:
         c.print(f"  latency {rec['latency_s']:.4f} s, throughput {rec['throughput_per_s']:.3f} /s, "
                 f"sent {rec['comm_bytes'] / 1e6:.3f} MB, solve {rec['solve_s']:.3f} s")
-        c.print("  peak memory: " + ", ".join(f"{d} {b / 2**20:.1f} MiB" for d, b in rec["peak_memory_bytes"].items()))
+        c.print("  peak memory: " + ", ".join(f"{d} {_size(b)}" for d, b in rec["peak_memory_bytes"].items()))
     if rec["verified"] is not None:
         c.print(f"  verified: {rec['verified']} (max abs err {rec['max_abs_err']:.3g}, max rel err "
                 f"{rec['max_rel_err']:.3g}, moved {rec['bytes_moved']} bytes){' - ' + rec['verify_reason'] if rec['verify_reason'] else ''}")

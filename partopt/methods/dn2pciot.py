@@ -29,8 +29,8 @@ messages), as ``evaluate``'s ``throughput_per_s``; :class:`~partopt.solvers.Solu
 sent per inference. Device memory limits are hard in both.
 
 **DN2PCIoT** (:func:`heuristic`, after the paper's Kernighan-Lin-style algorithm): start from
-the packed assignment (layers in order filling one device after another) and from the greedy
-baseline, improve each, and keep the better; in each pass move one unlocked vertex at a time to the device where the
+the packed assignment (vertices in order filling one device after another), the per-layer
+placement and the greedy baseline (valid or not), improve each, and keep the best; in each pass move one unlocked vertex at a time to the device where the
 objective is best among moves that keep every device within memory (ties: fewer bytes sent),
 lock it, and repeat; keep the best prefix of the pass; stop when a pass gains nothing. Moves
 of a vertex go to the devices holding its producers or consumers, or to the least loaded one.
@@ -528,7 +528,7 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
     ng = neuron_graph(graph, grouping)
     ev = Evaluator(ng, cluster)
     best = None
-    for start in (packed_assignment, greedy_assignment):
+    for start in (packed_assignment, per_layer_assignment, greedy_assignment):
         x = improve(ng, ev, start(ng, ev), objective, max_passes)
         c = ev.costs(x)
         k = (int(c.over.sum()),) + c.key(objective)
