@@ -329,9 +329,11 @@ def _result(ng, cluster, x, method, objective, t0, model, status="heuristic", **
                     reason=rep.infeasible_reason(), **kw)
 
 
-def _check(objective: str) -> None:
+def _check(objective: str, cluster: Optional[Cluster] = None, source: Optional[str] = None) -> None:
     if objective not in OBJECTIVES:
         raise PartoptError(f"unknown objective {objective!r}; objectives: {', '.join(OBJECTIVES)}")
+    if cluster is not None and source not in (None, cluster.devices[0].name):
+        raise PartoptError("DN2PCIoT keeps the input on the cluster's first device; reorder the cluster instead")
 
 
 # ---------------------------------------------------------------------------------------
@@ -520,11 +522,9 @@ def improve(ng: NeuronGraph, ev: Evaluator, x: np.ndarray, objective: str = "rat
 
 def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
               grouping="coarse", objective: str = "rate", max_passes: int = 8) -> Solution:
-    """DN2PCIoT (module doc): the greedy baseline improved by Kernighan-Lin-style passes."""
-    _check(objective)
+    """DN2PCIoT (module doc): Kernighan-Lin-style passes from three starts, the best kept."""
+    _check(objective, cluster, source)
     t0 = time.perf_counter()
-    if source not in (None, cluster.devices[0].name):
-        raise PartoptError("DN2PCIoT keeps the input on the cluster's first device; reorder the cluster instead")
     ng = neuron_graph(graph, grouping)
     ev = Evaluator(ng, cluster)
     best = None
@@ -707,10 +707,8 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
           grouping="coarse", objective: str = "rate", symmetry: bool = True) -> Solution:
     """The optimal assignment (module doc) on ``solver``; ``feasible`` with the proven bound at
     the time limit; ``infeasible`` when no assignment fits memory."""
-    _check(objective)
+    _check(objective, cluster, source)
     t0 = time.perf_counter()
-    if source not in (None, cluster.devices[0].name):
-        raise PartoptError("DN2PCIoT keeps the input on the cluster's first device; reorder the cluster instead")
     ng = neuron_graph(graph, grouping)
     ev = Evaluator(ng, cluster)
     n = len(cluster.devices)
