@@ -161,3 +161,11 @@ def test_cli(capsys):
     assert main(["solve", "lenet5", "--cluster", "dn2pciot-4", "--method", "dn2pciot-per-layer", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "infeasible"
     assert main(["solve", "lenet5", "--method", "coedge", "--objective", "rate"]) == 2
+
+
+def test_model_exports(tmp_path, zoo):
+    from partopt.solvers import export_model
+    _, _, g = zoo("lenet5")
+    for solver, ext in (("highs", "lp"), ("cpsat", "pb.txt")):
+        path = export_model(dn.model(g, preset("dn2pciot-2"), solver=solver), str(tmp_path / f"dn.{ext}"))
+        assert "x_0_1" in open(path).read()

@@ -702,6 +702,13 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
     return b, x
 
 
+def model(graph: LayerGraph, cluster: Cluster, *, solver: str = "highs", grouping="coarse", objective: str = "rate"):
+    """The exact model itself (a PuLP ``LpProblem`` or a CP-SAT ``CpModel``), for export
+    (:func:`partopt.solvers.export_model`)."""
+    b, _ = build_model(neuron_graph(graph, grouping), cluster, solver, objective)
+    return b.prob if hasattr(b, "prob") else b.model
+
+
 def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
           solver: str = "highs", time_limit: Optional[float] = 60.0, threads: Optional[int] = None,
           grouping="coarse", objective: str = "rate", symmetry: bool = True) -> Solution:
