@@ -35,10 +35,15 @@ def _load(model: str, input_shape: Optional[str], seed: int = 0):
 
 
 def _solve(graph, cluster, method: str, model: str, exact: bool, solver: Optional[str], time_limit: Optional[float],
-           pairs: Optional[list[str]] = None, grouping: Optional[str] = None, objective: Optional[str] = None):
+           pairs: Optional[list[str]] = None, grouping: Optional[str] = None, objective: Optional[str] = None,
+           grid: Optional[str] = None):
     from .methods import get_method
     m = get_method(method)
     extra: dict[str, Any] = {}
+    if grid is not None:
+        if "grid" not in m.options or not exact:
+            raise PartoptError("--grid applies only to --method nptp --exact")
+        extra["grid"] = _parse_grid(grid)
     for opt, val, flag in (("grouping", grouping, "--grouping"), ("objective", objective, "--objective")):
         if val is not None:
             if opt not in m.options:
@@ -65,6 +70,18 @@ def _solve(graph, cluster, method: str, model: str, exact: bool, solver: Optiona
     if solver or time_limit:
         raise PartoptError("--solver and --time-limit apply only with --exact")
     return m.heuristic(graph, cluster, model=model, **extra)
+
+
+def _parse_grid(text: str) -> tuple[int, int]:
+    """'8' -> (8, 8); '6x8' -> (6, 8)."""
+    parts = text.lower().split("x")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 2) or min(vals) < 1:
+        raise PartoptError(f"--grid expects G or RxC (positive integers), got {text!r}")
+    return (vals[0], vals[-1])
 
 
 def _size(nbytes: int) -> str:
@@ -142,9 +159,12 @@ def cmd_solve(args) -> int:
     get_method(args.method)  # fail fast on a bad name, before loading the model
     module, x, graph, name = _load(args.model, args.input_shape)
     sol = _solve(graph, cluster, args.method, name, args.exact, args.solver, args.time_limit, args.pair,
-                 args.grouping, args.objective)
+                 args.grouping, args.objective, args.grid)
     ver = verify(sol.plan, module, x, graph, cluster) if (args.verify and sol.plan is not None) else None
     rec = _record(sol, name, cluster, ver)
+    if args.tiles and sol.plan is not None:
+        from .report import plot_tiles
+        rec["tiles_file"] = plot_tiles(sol.plan, graph, args.tiles)
     if args.out and sol.plan is not None:
         sol.plan.save(args.out)
         rec["plan_file"] = args.out
@@ -168,6 +188,8 @@ def _print_record(rec: dict[str, Any]) -> None:
                 f"{rec['max_rel_err']:.3g}, moved {rec['bytes_moved']} bytes){' - ' + rec['verify_reason'] if rec['verify_reason'] else ''}")
     if rec.get("plan_file"):
         c.print(f"  plan written to {rec['plan_file']}")
+    if rec.get("tiles_file"):
+        c.print(f"  tile map written to {rec['tiles_file']}")
 
 
 def cmd_verify(args) -> int:
@@ -260,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iop: force conv A and conv B to be an interleaved pair (repeatable)")
     s.add_argument("--grouping", choices=["coarse", "fine"], help="dn2pciot: neuron grouping (default coarse)")
     s.add_argument("--objective", choices=["rate", "comm"], help="dn2pciot: maximise rate or minimise bytes")
+    s.add_argument("--grid", metavar="G|RxC", help="nptp --exact: cells of the tiling grid (default 8x8)")
+    s.add_argument("--tiles", metavar="PNG", help="draw the plan's tiles over its first tiled map (one colour a device)")
     s.add_argument("--verify", action="store_true", help="execute the plan in torch and compare")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--out", help="write the plan as JSON here")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..errors import UnknownMethodError
-from . import baselines, dn2pciot, dpfp, iop
+from . import baselines, dn2pciot, dpfp, iop, nptp
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,10 @@ METHODS: dict[str, Method] = {
     "iop": Method("iop", iop.heuristic, iop.exact,
                   "IOP: conv pairs split by output then input channels, greedy pairing (exact: MILP/CP-SAT)",
                   options=("pairs",)),
+    "nptp": Method("nptp", nptp.heuristic, nptp.exact,
+                   "NPTP: non-penetrative (guillotine) tiles by speed, best cut orientations "
+                   "(exact: rectangles on a cell grid, CP-SAT/MILP)", options=("grid",)),
+    "ftp": Method("ftp", nptp.ftp, None, "DeepThings-style n x m tile grid, layer by layer"),
     "dn2pciot": Method("dn2pciot", dn2pciot.heuristic, dn2pciot.exact,
                        "DN2PCIoT: neuron groups of a small chain CNN on IoT devices, for inference rate or bytes "
                        "(exact: MILP/CP-SAT)", demo=False, options=("grouping", "objective")),
