@@ -247,6 +247,12 @@ PRESETS: dict[str, tuple[str, Callable[[], Cluster]]] = {
     "iop-paper": ("ASSUMED setup of the IOP paper: 3 IoT devices (8 GFLOP/s, 1 GiB) on one Wi-Fi channel "
                   "(6.25 MB/s, 2 ms)",
                   lambda: homogeneous(3, memory_bytes=GiB, name="iop-paper")),
+    # NPTP (Liu, Xu et al. 2025). The stored text gives only the opening ("IoT devices", large
+    # images, four DNN models, CoEdge as baseline). ASSUMED: four Raspberry-Pi-4-class devices on
+    # one shared Wi-Fi channel, as in pi4x4; benchmarks/bench_nptp.py sweeps the bandwidth.
+    "nptp-paper": ("ASSUMED setup of the NPTP paper: 4 IoT devices (8 GFLOP/s, 1.5 GiB) on one Wi-Fi channel "
+                   "(6.25 MB/s, 2 ms)",
+                   lambda: homogeneous(4, name="nptp-paper")),
     # DN2PCIoT (de Oliveira, Borin 2019) used four setups of constrained IoT devices differing in
     # memory, compute and communication; their numbers are not in the stored copy, so these are
     # ASSUMED: microcontroller-class devices (KiB of RAM, tens to hundreds of MFLOP/s) on one

@@ -1,7 +1,10 @@
+import itertools
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from partopt.cluster import heterogeneous, homogeneous
+from partopt.errors import PartoptError
 from partopt.geometry import Box, union_volume
 from partopt.graph import LayerGraph
 from partopt.methods import nptp
@@ -62,3 +65,140 @@ def test_large_inputs_verify(name, scale, n):
         s = nptp.heuristic(g, cl, model=name)
         v = verify(s.plan, net, x, g, cl)
         assert v.ok and v.max_rel_err <= 1e-4, v.reason
+
+
+# ---------------------------------------------------------------------------------------
+# The tile model and its exact solvers
+# ---------------------------------------------------------------------------------------
+def _het3(bw):
+    return heterogeneous([("a", 10e9, 4 * GiB), ("b", 20e9, 4 * GiB), ("c", 30e9, 4 * GiB)], bw, name="het3")
+
+
+@pytest.fixture(scope="module")
+def yolo_graph():
+    net, shape, _ = load_model("yolov2_tiny")
+    return LayerGraph.from_module(net, example_input(shape))
+
+
+@pytest.mark.parametrize("n_dev,rows,cols", [(2, 3, 3), (3, 2, 3), (3, 3, 3), (4, 2, 2), (2, 1, 4)])
+def test_tilings_enumerates_every_rectangle_partition(n_dev, rows, cols):
+    seen = set()
+    for rects in nptp.tilings(rows, cols, n_dev):
+        key = tuple(rects)
+        assert key not in seen
+        seen.add(key)
+        cells = [(i, j) for r0, r1, c0, c1 in rects for i in range(r0, r1) for j in range(c0, c1)]
+        assert sorted(cells) == [(i, j) for i in range(rows) for j in range(cols)]
+    # every labelled tiling with one rectangle a device: count independently by brute force over
+    # all assignments of cells to devices
+    count = 0
+    for lab in itertools.product(range(n_dev), repeat=rows * cols):
+        ok = True
+        for d in range(n_dev):
+            cells = [(k // cols, k % cols) for k, x in enumerate(lab) if x == d]
+            if cells:
+                r = [c[0] for c in cells]
+                c = [c[1] for c in cells]
+                ok &= len(cells) == (max(r) - min(r) + 1) * (max(c) - min(c) + 1)
+        count += ok
+    assert count == len(seen)
+
+
+def test_tile_latency_rejects_bad_tilings(yolo_graph):
+    tm = nptp.tile_model(yolo_graph, _het3(12.5e6), (2, 2))
+    with pytest.raises(PartoptError, match="overlap"):
+        nptp.tile_latency(tm, [(0, 2, 0, 1), (0, 1, 0, 2), (0, 0, 0, 0)])
+    with pytest.raises(PartoptError, match="cover"):
+        nptp.tile_latency(tm, [(0, 1, 0, 1), (0, 0, 0, 0), (0, 0, 0, 0)])
+    with pytest.raises(PartoptError, match="one rectangle per device"):
+        nptp.tile_latency(tm, [(0, 2, 0, 2)])
+    with pytest.raises(PartoptError, match="grid"):
+        nptp.tile_model(yolo_graph, _het3(12.5e6), (0, 2))
+
+
+def test_tile_latency_counts_halo_and_compute(yolo_graph):
+    """One device alone: no halo, compute only (plus nothing from the source it is); two
+    halves: each interior side adds exactly the growth times the side's length in pixels."""
+    cl = homogeneous(2)
+    tm = nptp.tile_model(yolo_graph, cl, (2, 2))
+    alone = nptp.tile_latency(tm, [(0, 2, 0, 2), (0, 0, 0, 0)])
+    assert alone == pytest.approx(sum(l.flops_per_cell * 4 for l in tm.layers) / cl.devices[0].flops_per_s)
+    split = [(0, 1, 0, 2), (1, 2, 0, 2)]
+    b0 = nptp.basis_of(split[0], 2, 2)
+    assert b0["w_ob"] == 2 and b0["hw"] == 2 and b0["w_ot"] == 0 and b0["h_ol"] == 0
+    layer = tm.layers[1]                        # a layer reading a tiled tensor
+    t = layer.inputs[0]
+    comm, _ = nptp.device_terms(tm, layer, 0)
+    assert comm["w_ob"] * tm.bw_in[0] == pytest.approx(t.px_c * t.grow[1] * t.bytes_per_px)
+
+
+SOLVERS = ["cpsat", "highs", "cbc"]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("cluster_kind", ["pi3-shared", "het3-mesh", "het3-slow"])
+@pytest.mark.parametrize("rows,cols", [(2, 2), (2, 3), (3, 3)])
+def test_exact_tile_model_equals_brute_force(yolo_graph, solver, cluster_kind, rows, cols):
+    cl = {"pi3-shared": homogeneous(3), "het3-mesh": _het3(12.5e6), "het3-slow": _het3(1.25e6)}[cluster_kind]
+    tm = nptp.tile_model(yolo_graph, cl, (rows, cols))
+    bf_rects, bf_cost = nptp.brute_force(tm)
+    r = nptp.solve_tiles(tm, solver, time_limit=60)
+    assert r.status == "optimal"
+    assert r.latency_s == pytest.approx(bf_cost, rel=1e-6)
+    assert r.latency_s == pytest.approx(nptp.tile_latency(tm, r.rects), rel=1e-12)
+    assert r.bound_s <= r.latency_s * (1 + 1e-9)
+    h_rects, h_cost = nptp.grid_heuristic(tm)
+    assert r.latency_s <= h_cost * (1 + 1e-9)
+
+
+def test_exact_tile_model_mixed_sizes_and_resnet(zoo):
+    """A 4-device brute-force check on ResNet-18 (residual adds read two tiled tensors)."""
+    net, x, g = zoo("resnet18")
+    cl = heterogeneous([("a", 10e9, 4 * GiB), ("b", 10e9, 4 * GiB), ("c", 25e9, 4 * GiB), ("d", 10e9, 4 * GiB)],
+                       12.5e6, name="het4")
+    tm = nptp.tile_model(g, cl, (2, 3))
+    assert any(len(l.inputs) == 2 for l in tm.layers)
+    bf = nptp.brute_force(tm)
+    for solver in ("cpsat", "highs"):
+        r = nptp.solve_tiles(tm, solver, time_limit=60)
+        assert r.status == "optimal" and r.latency_s == pytest.approx(bf[1], rel=1e-6)
+
+
+def test_exact_solution_plan_verifies_and_carries_the_comparison(zoo):
+    net, x, g = zoo("yolov2_tiny")
+    cl = _het3(12.5e6)
+    s = nptp.exact(g, cl, grid=(4, 4), time_limit=60)
+    assert s.status == "optimal" and s.mode == "exact" and s.gap == 0.0
+    assert s.objective <= s.plan.meta["heuristic_tile_latency_s"] * (1 + 1e-9)
+    assert s.plan.meta["grid"] == [4, 4] and len(s.plan.meta["cells"]) == 3
+    v = verify(s.plan, net, x, g, cl)
+    assert v.ok and v.max_rel_err <= 1e-4 and v.bytes_moved == v.bytes_planned
+
+
+def test_scale_rects_keeps_a_tiling():
+    rects = [(0, 1, 0, 3), (0, 2, 3, 4), (1, 2, 0, 3)]
+    for h, w in [(13, 13), (7, 5), (416, 416), (2, 3)]:
+        px = nptp.scale_rects(rects, (2, 4), h, w)
+        boxes = [Box(0, 1, r0, r1, c0, c1) for r0, r1, c0, c1 in px if r1 > r0 and c1 > c0]
+        assert sum(b.volume for b in boxes) == h * w == union_volume(boxes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("G", [6, 8])
+def test_exact_optimal_on_8x8_for_4_devices(yolo_graph, G):
+    cl = heterogeneous([("a", 10e9, 4 * GiB), ("b", 20e9, 4 * GiB), ("c", 30e9, 4 * GiB), ("d", 10e9, 4 * GiB)],
+                       12.5e6, name="het4")
+    tm = nptp.tile_model(yolo_graph, cl, (G, G))
+    r = nptp.solve_tiles(tm, "cpsat", time_limit=300)
+    assert r.status == "optimal"
+    assert r.latency_s <= nptp.grid_heuristic(tm)[1] * (1 + 1e-9)
+
+
+def test_cli_grid_and_tiles(tmp_path):
+    from partopt.cli import main
+    png = tmp_path / "t.png"
+    assert main(["solve", "yolov2_tiny", "--cluster", "pi4x4", "--method", "nptp", "--exact", "--grid", "3x2",
+                 "--tiles", str(png), "--json"]) == 0
+    assert png.stat().st_size > 1000
+    for bad in (["--grid", "4"], ["--exact", "--grid", "0"], ["--exact", "--grid", "a"]):
+        assert main(["solve", "yolov2_tiny", "--method", "nptp", *bad]) == 2
