@@ -40,7 +40,7 @@ def test_guillotine_areas_follow_speed():
     assert len({r[0] for r in rects} | {r[1] for r in rects}) > 2 or len({r[2] for r in rects}) > 1
 
 
-@pytest.mark.parametrize("name", ["yolov2_tiny", "resnet18", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["lenet5", "alexnet", "vgg11", "yolov2_tiny", "resnet18", "mobilenet_v2"])
 def test_nptp_and_ftp_verify_and_nptp_never_loses_to_coedge(zoo, name):
     net, x, g = zoo(name)
     for n in (3, 4):
