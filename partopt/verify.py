@@ -217,6 +217,51 @@ def run_block(graph: LayerGraph, mods: dict[str, nn.Module], ops: list[str], tas
     return data[last][0]
 
 
+def assemble_region(tensor: str, dev: str, need: Box, own: list[tuple[Box, torch.Tensor]],
+                    received: list[tuple[str, Box, torch.Tensor]], like: torch.Tensor,
+                    holders: Optional[set[str]] = None, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Region ``need`` of ``tensor`` on device ``dev`` from its own pieces ``own`` [(box, data)]
+    and the pieces it ``received`` [(sender, box, data)].
+
+    Ordinary tensors: the pieces are copied into place and every element must be covered.
+    Partial sums (``holders`` given: every device holding a partial): the pieces are added up,
+    every holder must have contributed, and ``bias`` (the channels of ``need``) is added once.
+    ``like`` gives the batch size and dtype. Raises ``_Missing`` when data is lacking.
+    """
+    n = like.shape[0]
+    if holders is not None:
+        out = torch.zeros((n, *need.shape), dtype=like.dtype)
+        contributors = set()
+        for box, data in own:
+            out += _slice(data, box, need)
+            contributors.add(dev)
+        for src, box, data in received:
+            cut = box.intersect(need)
+            if not cut.empty:
+                out[:, cut.c0 - need.c0:cut.c1 - need.c0, cut.h0 - need.h0:cut.h1 - need.h0,
+                    cut.w0 - need.w0:cut.w1 - need.w0] += _slice(data, box, cut)
+                contributors.add(src)
+        lacking = holders - contributors
+        if lacking:
+            raise _Missing(f"{dev} lacks the partial sums of {tensor} from {', '.join(sorted(lacking))}")
+        if bias is not None:
+            out += bias.view(1, -1, 1, 1)
+        return out
+    out = torch.empty((n, *need.shape), dtype=like.dtype)
+    have = torch.zeros(need.shape, dtype=torch.bool)
+    for box, data in [*own, *((b, d) for _, b, d in received)]:
+        cut = box.intersect(need)
+        if cut.empty:
+            continue
+        sl = (slice(cut.c0 - need.c0, cut.c1 - need.c0), slice(cut.h0 - need.h0, cut.h1 - need.h0),
+              slice(cut.w0 - need.w0, cut.w1 - need.w0))
+        out[(slice(None),) + sl] = _slice(data, box, cut)
+        have[sl] = True
+    if not bool(have.all()):
+        raise _Missing(f"{dev} lacks {int((~have).sum())} elements of {tensor} box {need.to_list()}")
+    return out
+
+
 def verify(plan: Plan, module: nn.Module, x: torch.Tensor, graph: Optional[LayerGraph] = None,
            cluster: Optional[Cluster] = None) -> Verification:
     """Execute ``plan`` on ``x`` with ``module``'s weights and compare with ``module(x)``."""
@@ -267,43 +312,15 @@ def _execute(plan: Plan, graph: LayerGraph, mods: dict[str, nn.Module], x: torch
         return inbox
 
     def assemble(tensor: str, dev: str, need: Box, inbox) -> torch.Tensor:
-        n = x.shape[0]
         pieces = store[tensor]
-        if pieces and pieces[0].partial:
-            out = torch.zeros((n, *need.shape), dtype=x.dtype)
-            contributors = set()
-            for p in pieces:
-                if p.device == dev:
-                    out += _slice(p.data, p.box, need)
-                    contributors.add(dev)
-            for src, box, data in inbox.get((dev, tensor), []):
-                cut = box.intersect(need)
-                if not cut.empty:
-                    out[:, cut.c0 - need.c0:cut.c1 - need.c0, cut.h0 - need.h0:cut.h1 - need.h0,
-                        cut.w0 - need.w0:cut.w1 - need.w0] += _slice(data, box, cut)
-                    contributors.add(src)
-            lacking = {p.device for p in pieces} - contributors
-            if lacking:
-                raise _Missing(f"{dev} lacks the partial sums of {tensor} from {', '.join(sorted(lacking))}")
-            bias = mods[graph.op[tensor].target].bias
-            if bias is not None:
-                out += bias[need.c0:need.c1].view(1, -1, 1, 1)
-            return out
-        out = torch.empty((n, *need.shape), dtype=x.dtype)
-        have = torch.zeros(need.shape, dtype=torch.bool)
-        srcs = [(p.box, p.data) for p in pieces if p.device == dev]
-        srcs += [(b, d) for _, b, d in inbox.get((dev, tensor), [])]
-        for box, data in srcs:
-            cut = box.intersect(need)
-            if cut.empty:
-                continue
-            sl = (slice(cut.c0 - need.c0, cut.c1 - need.c0), slice(cut.h0 - need.h0, cut.h1 - need.h0),
-                  slice(cut.w0 - need.w0, cut.w1 - need.w0))
-            out[(slice(None),) + sl] = _slice(data, box, cut)
-            have[sl] = True
-        if not bool(have.all()):
-            raise _Missing(f"{dev} lacks {int((~have).sum())} elements of {tensor} box {need.to_list()}")
-        return out
+        partial = bool(pieces) and pieces[0].partial
+        own = [(p.box, p.data) for p in pieces if p.device == dev]
+        bias = None
+        if partial:
+            b = mods[graph.op[tensor].target].bias
+            bias = None if b is None else b[need.c0:need.c1]
+        return assemble_region(tensor, dev, need, own, inbox.get((dev, tensor), []), x,
+                               holders={p.device for p in pieces} if partial else None, bias=bias)
 
     for s in plan.stages:
         inbox = deliver(s.transfers)
