@@ -1,4 +1,4 @@
-"""Command line: ``partopt demo | solve | verify | models | clusters``.
+"""Command line: ``partopt demo | solve | verify | run | calibrate | models | clusters``.
 
 Bad input (unknown model, cluster or method; a malformed cluster or plan file; an unsupported
 op) prints one line on stderr and exits with code 2. An infeasible instance is a result, not
@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any, Optional
 
-from .errors import PartoptError
+from .errors import PartoptError, RunError
 
 DEFAULT_MODEL = "vgg16"
 DEFAULT_CLUSTER = "pi4x4"
@@ -138,7 +138,7 @@ def cmd_clusters(args) -> int:
     rows = []
     for name, (desc, _) in PRESETS.items():
         c = preset(name)
-        rows.append({"cluster": name, "devices": len(c), "link": c.link, "description": desc, **c.to_dict()})
+        rows.append({**c.to_dict(), "cluster": name, "n_devices": len(c), "description": desc})
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -146,7 +146,7 @@ def cmd_clusters(args) -> int:
     for c in ("cluster", "devices", "link", "description"):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["cluster"], str(r["devices"]), r["link"], r["description"])
+        t.add_row(r["cluster"], str(r["n_devices"]), r["link"], r["description"])
     _console().print(t)
     return 0
 
@@ -208,6 +208,61 @@ def cmd_verify(args) -> int:
                          f"(max abs err {ver.max_abs_err:.3g}, max rel err {ver.max_rel_err:.3g}, "
                          f"moved {ver.bytes_moved} of {ver.bytes_planned} planned bytes) {ver.reason}")
     return 0 if ver.ok else 1
+
+
+def cmd_run(args) -> int:
+    from .runtime import RunOptions, run
+    opts = RunOptions(bandwidth_scale=args.bandwidth_scale, emulate=not args.no_emulate,
+                      pace_compute=args.pace_compute, repeat=args.repeat, warmup=args.warmup, threads=args.threads,
+                      timeout_s=args.timeout, fault=args.fault)
+    res = run(args.plan, opts, world=args.world)
+    if args.json:
+        print(json.dumps({"plan": args.plan, **res.to_dict()}))
+        return 0 if res.ok else 1
+    from rich.table import Table
+    c = _console()
+    c.print(f"{args.plan}: {res.model} by {res.method} on {res.world} ranks ({res.cluster}, network "
+            f"{'emulated' if res.emulate else 'not emulated'}, bandwidth x{res.bandwidth_scale:g}): "
+            f"output equal to the unsplit model [bold]{res.ok}[/] (max rel err {res.max_rel_err:.3g})"
+            + (f" - {res.reason}" if res.reason else ""))
+    c.print(f"  latency: measured {res.latency_s:.4f} s (median of {len(res.latencies_s)}), predicted "
+            f"{res.predicted_latency_s:.4f} s, ratio [bold]{res.ratio:.3f}[/]; bytes moved {res.bytes_moved} "
+            f"of {res.bytes_planned} planned")
+    t = Table(title="per rank: measured beside the cost model")
+    for col in ("rank", "device", "compute s", "predicted s", "ratio", "waiting s", "sent B", "planned",
+                "received B", "planned "):
+        t.add_column(col)
+    for r in res.ranks:
+        t.add_row(str(r.rank), r.device, f"{r.compute_s:.4f}", f"{r.predicted_compute_s:.4f}",
+                  f"{r.compute_s / r.predicted_compute_s:.3f}" if r.predicted_compute_s > 0 else "-",
+                  f"{r.wait_s:.4f}", str(r.bytes_sent), str(r.planned_bytes_sent), str(r.bytes_received),
+                  str(r.planned_bytes_received))
+    c.print(t)
+    return 0 if res.ok else 1
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate import calibrate
+    cal = calibrate(args.model or ["vgg16"], args.like, repeats=args.repeats, threads=args.threads,
+                    concurrent=args.concurrent)
+    cal.cluster.save(args.out)
+    if args.json:
+        print(json.dumps({"flops_per_s": cal.flops_per_s, "per_kind": cal.per_kind, "models": cal.models,
+                          "cluster_file": args.out, "cluster": cal.cluster.to_dict()}))
+        return 0
+    from rich.table import Table
+    t = Table(title=f"this machine, {cal.threads} thread(s), {cal.concurrent} process(es) at once: "
+                    f"{', '.join(cal.models)}")
+    for col in ("op kind", "ops", "GFLOPs", "seconds", "GFLOP/s", "share of time"):
+        t.add_column(col)
+    for k, v in cal.per_kind.items():
+        t.add_row(k, str(int(v["ops"])), f"{v['flops'] / 1e9:.3f}", f"{v['seconds']:.4f}",
+                  f"{v['flops_per_s'] / 1e9:.2f}", f"{100 * v['time_share']:.1f} %")
+    c = _console()
+    c.print(t)
+    c.print(f"fitted speed {cal.flops_per_s / 1e9:.2f} GFLOP/s for every device of {args.like}; "
+            f"cluster written to {args.out} (plan on it with --cluster {args.out})")
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -294,6 +349,34 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true")
     v.set_defaults(fn=cmd_verify)
 
+    r = sub.add_parser("run", help="run a saved plan with one process per device (torch.distributed, gloo)")
+    r.add_argument("plan", help="plan JSON written by `solve --out`")
+    r.add_argument("--world", type=int, help="number of ranks (must equal the plan's devices; default: that)")
+    r.add_argument("--bandwidth-scale", type=float, default=1.0, help="multiply every link's bandwidth (default 1)")
+    r.add_argument("--no-emulate", action="store_true", help="do not pace messages to the cluster's network")
+    r.add_argument("--pace-compute", action="store_true",
+                   help="stretch each rank's compute to its device's modelled FLOP/s (emulate slower devices)")
+    r.add_argument("--repeat", type=int, default=3, help="timed runs; the median is reported (default 3)")
+    r.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    r.add_argument("--threads", type=int, default=1, help="torch threads per rank (default 1)")
+    r.add_argument("--timeout", type=float, default=60.0, help="seconds without progress before the run is "
+                                                                "stopped as hung (default 60)")
+    r.add_argument("--fault", metavar="RANK:die|hang", help="inject a fault into one rank (tests the handling)")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.set_defaults(fn=cmd_run)
+
+    k = sub.add_parser("calibrate", help="time each op kind here and write a cluster with the fitted device speed")
+    k.add_argument("--model", action="append", help="zoo model to time (repeatable; default vgg16)")
+    k.add_argument("--like", default=DEFAULT_CLUSTER, help="cluster whose devices and links to copy "
+                                                           f"(preset or file; default {DEFAULT_CLUSTER})")
+    k.add_argument("--out", default="calibrated.json", help="cluster file to write (.json or .toml)")
+    k.add_argument("--repeats", type=int, default=5, help="timed passes per op; the median is kept (default 5)")
+    k.add_argument("--threads", type=int, default=1, help="torch threads, as each rank of `run` (default 1)")
+    k.add_argument("--concurrent", type=int, default=1,
+                   help="time in N processes at once, as N ranks on this machine would compute (default 1)")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(fn=cmd_calibrate)
+
     m = sub.add_parser("models", help="list the zoo with FLOPs, parameters, activation bytes")
     m.add_argument("--json", action="store_true")
     m.set_defaults(fn=cmd_models)
@@ -314,6 +397,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
+    except RunError as e:
+        print(f"partopt: run failed: {e}", file=sys.stderr)
+        return 3
     except PartoptError as e:
         print(f"partopt: error: {e}", file=sys.stderr)
         return 2

@@ -44,3 +44,7 @@ class InputShapeError(PartoptError):
 
 class SolverError(PartoptError):
     """A solver back-end that is unknown, unavailable, or misused."""
+
+
+class RunError(PartoptError):
+    """A distributed run that failed: a rank died, hung past the timeout, or could not start."""
