@@ -19,7 +19,7 @@ device's ``flops_per_s`` to the measured speed: every rank of a local run is thi
 Example:
     >>> t = time_ops("lenet5", repeats=1)
     >>> sorted({x.kind for x in t})[:3]
-    ['act', 'adaptive_avgpool', 'conv']
+    ['act', 'avgpool', 'conv']
     >>> fitted_flops_per_s(t) > 0
     True
 """
