@@ -1,4 +1,4 @@
-"""Command line: ``partopt demo | solve | verify | run | calibrate | models | clusters``.
+"""Command line: ``partopt demo | solve | verify | run | calibrate | bench | report | export | models | clusters``.
 
 Bad input (unknown model, cluster or method; a malformed cluster or plan file; an unsupported
 op) prints one line on stderr and exits with code 2. An infeasible instance is a result, not
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from typing import Any, Optional
@@ -265,6 +266,50 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import instances, load_config, run_bench
+    cfg = load_config(args.config)
+    if args.out:
+        cfg.out = args.out
+    if args.list:
+        for i in instances(cfg):
+            print(i.key)
+        return 0
+    res = run_bench(cfg, jobs=args.jobs, resume=not args.fresh, progress=not args.quiet, limit=args.limit)
+    print(f"{cfg.name}: {res.computed} rows computed, {res.skipped} found from earlier runs, "
+          f"{len(res.errors)} failed, {res.wall_s:.1f} s; rows in {res.path}")
+    for e in res.errors:
+        print(f"  failed: {e['key']}: {e['reason']}", file=sys.stderr)
+    if args.report:
+        from .report import write_report
+        for p in write_report(res.path, args.report):
+            print(f"  wrote {p}")
+    return 1 if res.errors else 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    out = args.out or os.path.splitext(args.results)[0] + "_report"
+    files = write_report(args.results, out)
+    for p in files:
+        print(f"wrote {p}")
+    if not args.quiet:
+        with open(os.path.join(out, "summary.md")) as f:
+            print(f.read())
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .cluster import load_cluster
+    from .export import export
+    cluster = load_cluster(args.cluster)
+    _, _, graph, name = _load(args.model, args.input_shape)
+    extra = {"grid": _parse_grid(args.grid)} if args.grid else {}
+    path = export(graph, cluster, args.method, args.format, args.out, solver=args.solver, model=name, **extra)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from rich.table import Table
     from .cluster import load_cluster
@@ -376,6 +421,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time in N processes at once, as N ranks on this machine would compute (default 1)")
     k.add_argument("--json", action="store_true")
     k.set_defaults(fn=cmd_calibrate)
+
+    b = sub.add_parser("bench", help="run a sweep file (benchmarks/*.toml): rows appended to its CSV, resumable")
+    b.add_argument("config", help="sweep file, e.g. benchmarks/default.toml")
+    b.add_argument("--jobs", type=int, default=1, help="instances solved side by side, one process each (default 1)")
+    b.add_argument("--out", help="results CSV (default: the file's `out`)")
+    b.add_argument("--fresh", action="store_true", help="start the CSV anew instead of resuming it")
+    b.add_argument("--limit", type=int, help="stop after this many new instances")
+    b.add_argument("--list", action="store_true", help="print the instances' keys and exit")
+    b.add_argument("--report", metavar="DIR", help="then write the report (tables, figures) into DIR")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(fn=cmd_bench)
+
+    rp = sub.add_parser("report", help="tables (Markdown, LaTeX) and figures from a bench CSV")
+    rp.add_argument("results", help="CSV written by `partopt bench`")
+    rp.add_argument("--out", help="folder for the tables and figures (default: RESULTS_report/)")
+    rp.add_argument("--quiet", action="store_true", help="do not print the summary table")
+    rp.set_defaults(fn=cmd_report)
+
+    e = sub.add_parser("export", help="write one instance's exact model as LP, MPS (solver library) or LaTeX")
+    e.add_argument("model", help="zoo name or path/to/file.py:factory")
+    e.add_argument("--method", required=True, help="a method with an exact model: dpfp, iop, nptp, dn2pciot")
+    e.add_argument("--format", required=True, choices=["lp", "mps", "tex"])
+    e.add_argument("--cluster", default=DEFAULT_CLUSTER, help="preset name or .json/.toml file")
+    e.add_argument("--solver", choices=["cbc", "highs"], default="highs",
+                   help="which MILP build to export (they differ only in solver-specific options)")
+    e.add_argument("--grid", metavar="G|RxC", help="nptp: cells of the tiling grid (default 8x8)")
+    e.add_argument("--input-shape", help="N,C,H,W (required for a user model)")
+    e.add_argument("--out", required=True, help="file to write")
+    e.set_defaults(fn=cmd_export)
 
     m = sub.add_parser("models", help="list the zoo with FLOPs, parameters, activation bytes")
     m.add_argument("--json", action="store_true")

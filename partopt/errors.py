@@ -48,3 +48,7 @@ class SolverError(PartoptError):
 
 class RunError(PartoptError):
     """A distributed run that failed: a rank died, hung past the timeout, or could not start."""
+
+
+class ConfigError(PartoptError):
+    """A malformed or invalid sweep file (``partopt bench``) or results file (``partopt report``)."""

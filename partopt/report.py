@@ -1,8 +1,32 @@
-"""Figures of plans: a timeline (Gantt) of compute and transfers per device and link, and a
-tile map of a spatially split stage."""
+"""Figures of plans (a timeline of compute and transfers per device and link; a tile map of a
+spatially split stage) and the report of a sweep's results (``partopt report RESULTS.csv``).
+
+:func:`write_report` reads a CSV written by :mod:`partopt.bench` and writes, into one folder:
+
+- ``summary.md`` / ``summary.tex``: per method, the exact runs, the share solved to proven
+  optimality, the median and max heuristic gap to the proven optimum (%, once per instance
+  however many solvers proved it), and the median solve time of every solver (seconds, over
+  the runs it proved optimal);
+- ``solvers.md`` / ``solvers.tex``: the solver comparison, per method and solver: instances,
+  proven optimal, median and max time to the proven optimum;
+- ``gaps.png``: histogram of heuristic gaps per method;
+- ``solve_time.png``: solve time against instance size (ops x devices), one series per solver;
+- ``pareto.png``: latency against peak memory of every plan, per method, with each method's
+  Pareto front (no other plan of that method is both faster and smaller);
+- ``timeline.png``: the fastest verified plan of the first model and cluster, as a Gantt chart;
+- ``tiles.png``: the tile map of the spatial plan whose first tiled map has the most devices
+  (ties: NPTP before FTP before CoEdge, exact before heuristic), if the sweep has one.
+
+The ``.tex`` files are bare ``tabular`` environments, so a paper wraps them in its own
+``table`` with its own caption (see ``paper/main.tex``).
+"""
 from __future__ import annotations
 
-from typing import Optional
+import csv
+import math
+import os
+import statistics
+from typing import Any, Optional
 
 from .errors import PartoptError
 from .graph import LayerGraph
@@ -77,3 +101,262 @@ def plot_tiles(plan: Plan, graph: LayerGraph, path: str, stage: Optional[int] = 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# --- results of a sweep -------------------------------------------------------------------
+
+NUMERIC = ("objective", "bound", "gap", "twin_objective", "heuristic_gap", "latency_s", "throughput_per_s",
+           "peak_memory_bytes", "comm_bytes", "solve_s", "size", "n_devices", "n_ops", "max_rel_err")
+
+
+def load_results(path: str) -> list[dict[str, Any]]:
+    """Rows of a bench CSV with numbers parsed (empty cells become None)."""
+    from .bench import FIELDS
+    from .errors import ConfigError
+    if not os.path.exists(path):
+        raise ConfigError(f"no such results file: {path}")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [k for k in ("key", "method", "mode", "solver", "status", "solve_s") if k not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(f"{path}: not a partopt bench CSV (missing columns {missing}; expected {FIELDS})")
+        rows = [r for r in reader if r.get("status") and None not in r.values()]
+    for r in rows:
+        for k in NUMERIC:
+            v = r.get(k)
+            r[k] = float(v) if v not in (None, "") else None
+        r["verified"] = {"True": True, "False": False}.get(r.get("verified", ""))
+    return rows
+
+
+def _median(xs: list[float]) -> Optional[float]:
+    return statistics.median(xs) if xs else None
+
+
+def heuristic_gaps(rows: list[dict[str, Any]], method: str) -> list[float]:
+    """The heuristic's gap to the proven optimum (%), once per instance (model, cluster,
+    options) however many solvers proved it."""
+    gaps: dict[tuple, float] = {}
+    for r in rows:
+        if (r["method"] == method and r["mode"] == "exact" and r["status"] == "optimal"
+                and r["heuristic_gap"] is not None):
+            gaps.setdefault((r["model"], r["cluster"], r.get("options", "")), 100 * r["heuristic_gap"])
+    return list(gaps.values())
+
+
+def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method with exact rows: exact runs, share optimal, instances with a proven gap, the
+    heuristic's gap (median, max, %; once per instance) and the median seconds to a proven
+    optimum per solver."""
+    solvers = sorted({r["solver"] for r in rows if r["mode"] == "exact"})
+    out = []
+    for m in sorted({r["method"] for r in rows if r["mode"] == "exact"}):
+        ex = [r for r in rows if r["method"] == m and r["mode"] == "exact"]
+        opt = [r for r in ex if r["status"] == "optimal"]
+        gaps = heuristic_gaps(rows, m)
+        row = {"method": m, "exact runs": len(ex), "optimal": len(opt),
+               "optimal %": 100 * len(opt) / len(ex) if ex else None, "instances with a gap": len(gaps),
+               "median gap %": _median(gaps), "max gap %": max(gaps) if gaps else None}
+        for s in solvers:
+            row[f"{s} median s"] = _median([r["solve_s"] for r in opt if r["solver"] == s])
+        out.append(row)
+    return out
+
+
+def solver_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method and solver: runs, proven optimal, median and max seconds to the proven optimum."""
+    out = []
+    for m in sorted({r["method"] for r in rows if r["mode"] == "exact"}):
+        for s in sorted({r["solver"] for r in rows if r["method"] == m and r["mode"] == "exact"}):
+            ex = [r for r in rows if r["method"] == m and r["mode"] == "exact" and r["solver"] == s]
+            ts = [r["solve_s"] for r in ex if r["status"] == "optimal"]
+            out.append({"method": m, "solver": s, "runs": len(ex), "optimal": len(ts),
+                        "median s": _median(ts), "max s": max(ts) if ts else None})
+    return out
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """A GitHub Markdown table of ``rows`` (the first row's keys are the columns)."""
+    if not rows:
+        return "(no rows)\n"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_cell(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _tex(text: str) -> str:
+    for a, b in (("\\", "\\textbackslash{}"), ("_", "\\_"), ("%", "\\%"), ("&", "\\&"), ("#", "\\#")):
+        text = text.replace(a, b)
+    return text
+
+
+def latex_table(rows: list[dict[str, Any]]) -> str:
+    """A bare ``tabular`` of ``rows`` (escaped; wrap it in a table with a caption)."""
+    if not rows:
+        return "% no rows\n"
+    cols = list(rows[0])
+    lines = ["\\begin{tabular}{l" + "r" * (len(cols) - 1) + "}", "\\hline",
+             " & ".join(_tex(c) for c in cols) + " \\\\", "\\hline"]
+    lines += [" & ".join(_tex(_cell(r[c])) for c in cols) + " \\\\" for r in rows]
+    lines += ["\\hline", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_gaps(rows: list[dict[str, Any]], path: str) -> Optional[str]:
+    """Histogram of the heuristic's gap to the proven optimum (%), one panel per method."""
+    by = {m: heuristic_gaps(rows, m) for m in {r["method"] for r in rows if r["mode"] == "exact"}}
+    by = {m: g for m, g in by.items() if g}
+    if not by:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(by), figsize=(3.2 * len(by), 2.8), squeeze=False)
+    for ax, (m, gaps) in zip(axes[0], sorted(by.items())):
+        ax.hist(gaps, bins=min(20, max(5, len(gaps))), color="tab:blue", edgecolor="black", linewidth=0.4)
+        ax.set_title(f"{m} (n={len(gaps)})")
+        ax.set_xlabel("heuristic gap to optimum (%)")
+    axes[0][0].set_ylabel("instances")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_solve_times(rows: list[dict[str, Any]], path: str) -> Optional[str]:
+    """Solve time (s) against instance size (ops x devices), one series per solver; hollow
+    markers are runs stopped at the time limit."""
+    ex = [r for r in rows if r["mode"] == "exact" and r["size"] and r["status"] in ("optimal", "feasible")]
+    if not ex:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    markers = {"cbc": "o", "highs": "s", "cpsat": "^"}
+    for i, s in enumerate(sorted({r["solver"] for r in ex})):
+        for status, fill in (("optimal", True), ("feasible", False)):
+            pts = [(r["size"], r["solve_s"]) for r in ex if r["solver"] == s and r["status"] == status]
+            if pts:
+                c = f"C{i}"
+                ax.scatter(*zip(*pts), marker=markers.get(s, "o"), facecolors=c if fill else "none", edgecolors=c,
+                           label=f"{s} ({status})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("instance size (ops x devices; NPTP: cells x devices)")
+    ax.set_ylabel("solve time (s)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both coordinates (both minimised), sorted by the first.
+
+    >>> pareto_front([(1, 5), (2, 3), (3, 4), (4, 1)])
+    [(1, 5), (2, 3), (4, 1)]
+    """
+    front, best = [], math.inf
+    for p in sorted(set(points)):
+        if p[1] < best:
+            front.append(p)
+            best = p[1]
+    return front
+
+
+def plot_pareto(rows: list[dict[str, Any]], path: str) -> Optional[str]:
+    """Latency (s) against the largest device's peak memory (MiB) of every feasible plan, one
+    colour per method, each method's Pareto front drawn as a step line."""
+    ok = [r for r in rows if r["status"] != "infeasible" and r["latency_s"] and r["peak_memory_bytes"]]
+    if not ok:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, m in enumerate(sorted({r["method"] for r in ok})):
+        pts = [(r["latency_s"], r["peak_memory_bytes"] / 2**20) for r in ok if r["method"] == m]
+        ax.scatter(*zip(*pts), s=14, color=f"C{i % 10}", alpha=0.6, label=m)
+        front = pareto_front(pts)
+        ax.step(*zip(*front), where="post", color=f"C{i % 10}", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("latency (s)")
+    ax.set_ylabel("peak memory of the largest device (MiB)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plan_of(row: dict[str, Any], base: str):
+    from .plan import Plan, evaluate
+    from .runtime import prepare
+    plan = Plan.load(os.path.join(base, row["plan_file"]))
+    _, _, graph, cluster = prepare(plan)
+    return plan, graph, evaluate(plan, graph, cluster)
+
+
+def write_report(results: str, out_dir: str) -> list[str]:
+    """Write the tables and figures of a sweep's CSV into ``out_dir``; return the files written."""
+    from .errors import ConfigError
+    rows = load_results(results)
+    if not rows:
+        raise ConfigError(f"{results}: no finished rows")
+    os.makedirs(out_dir, exist_ok=True)
+    files = []
+
+    def text(name: str, body: str) -> None:
+        p = os.path.join(out_dir, name)
+        with open(p, "w") as f:
+            f.write(body)
+        files.append(p)
+
+    summ, solv = summary_rows(rows), solver_rows(rows)
+    text("summary.md", markdown_table(summ))
+    text("summary.tex", latex_table(summ))
+    text("solvers.md", markdown_table(solv))
+    text("solvers.tex", latex_table(solv))
+    for name, fn in (("gaps.png", plot_gaps), ("solve_time.png", plot_solve_times), ("pareto.png", plot_pareto)):
+        p = fn(rows, os.path.join(out_dir, name))
+        if p:
+            files.append(p)
+    base = os.path.dirname(os.path.abspath(results))
+    planned = [r for r in rows if r.get("plan_file") and r["latency_s"] and r["verified"] is not False]
+    if planned:
+        first = (planned[0]["model"], planned[0]["cluster"])
+        best = min((r for r in planned if (r["model"], r["cluster"]) == first), key=lambda r: r["latency_s"])
+        plan, graph, rep = _plan_of(best, base)
+        files.append(plot_timeline(rep, os.path.join(out_dir, "timeline.png"),
+                                   f"{best['model']} on {best['cluster']}: {best['method']} {best['mode']} "
+                                   f"({rep.latency_s:.4f} s)"))
+        order = {"nptp": 0, "ftp": 1, "coedge": 2}
+        best_tiles = None               # the spatial plan whose tiled map has the most devices
+        for r in sorted((r for r in planned if r["method"] in order),
+                        key=lambda r: (order[r["method"]], r["mode"] != "exact")):
+            plan, graph, _ = _plan_of(r, base)
+            try:
+                i = tiled_stage(plan, graph)
+            except PartoptError:
+                continue
+            k = len({t.device for t in plan.stages[i].tasks})
+            if best_tiles is None or k > best_tiles[0]:
+                best_tiles = (k, r, plan, graph)
+        if best_tiles:
+            _, r, plan, graph = best_tiles
+            files.append(plot_tiles(plan, graph, os.path.join(out_dir, "tiles.png"),
+                                    title=f"{r['model']} on {r['cluster']}: {r['method']} {r['mode']}"))
+    return files

@@ -14,16 +14,17 @@ KNOWN = {"subsection", "paragraph", "begin", "end", "min", "sum", "in", "le", "l
          "setminus", "subseteq", "emptyset", "hline", "textbf", "textit", "mathbb", "bar", "hat", "tilde", "prime",
          "Leftrightarrow", "Rightarrow", "big", "Big", "ell", "ne", "star", "beta", "epsilon", "zeta", "eta", "theta",
          "iota", "kappa", "mu", "nu", "xi", "pi", "rho", "upsilon", "phi", "chi", "psi", "omega", "Sigma", "Delta",
-         "Gamma", "Lambda", "Omega", "Pi", "Phi", "Psi", "Theta", "Xi"}  # standard LaTeX only
+         "Gamma", "Lambda", "Omega", "Pi", "Phi", "Psi", "Theta", "Xi", "textbackslash"}  # standard LaTeX only
 
 
 def test_there_are_formulations():
     assert FILES
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
-def test_fragment_is_complete(path):
-    text = re.sub(r"(?<!\\)%.*", "", path.read_text())
+def check_fragment(text: str) -> None:
+    """A fragment a document can \\input as it is: balanced environments and braces, no preamble,
+    no macro definitions, and only standard LaTeX macros."""
+    text = re.sub(r"(?<!\\)%.*", "", text)
     stack = []
     for kind, env in re.findall(r"\\(begin|end)\{(\w+\*?)\}", text):
         if kind == "begin":
@@ -39,3 +40,36 @@ def test_fragment_is_complete(path):
     assert "\\documentclass" not in text and "\\newcommand" not in text     # a fragment, macro-free
     macros = set(re.findall(r"\\([A-Za-z]+)", text))
     assert macros <= KNOWN, macros - KNOWN
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_fragment_is_complete(path):
+    check_fragment(path.read_text())
+
+
+def test_checker_catches_broken_fragments():
+    for bad in ("\\begin{tabular}{l} x", "{ unbalanced", "\\mymacro{x}", "\\begin{a}\\end{b}",
+                "\\newcommand{\\x}{1}"):
+        with pytest.raises(AssertionError):
+            check_fragment(bad)
+
+
+GENERATED = sorted((ROOT.parent / "paper" / "generated").glob("*.tex"))
+
+
+@pytest.mark.parametrize("path", GENERATED, ids=lambda p: p.name)
+def test_committed_generated_fragment_is_complete(path):
+    check_fragment(path.read_text())
+
+
+def test_paper_inputs_and_figures_exist():
+    """paper/main.tex only \\inputs and includes files that the repo has (formulations/ and the
+    committed paper/generated/)."""
+    paper = ROOT.parent / "paper"
+    text = re.sub(r"(?<!\\)%.*", "", (paper / "main.tex").read_text())
+    inputs = re.findall(r"\\input\{([^}]+)\}", text)
+    assert {f"../formulations/{p.stem}" for p in FILES} <= set(inputs)
+    for i in inputs:
+        assert (paper / (i + ".tex")).exists(), i
+    for g in re.findall(r"\\includegraphics(?:\[[^]]*\])?\{([^}]+)\}", text):
+        assert (paper / "generated" / (g + ".png")).exists(), g

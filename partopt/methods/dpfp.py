@@ -266,6 +266,15 @@ def build_model(p: Problem, solver: str = "cbc"):
     return prob, x
 
 
+def model(graph: LayerGraph, cluster: Cluster, *, solver: str = "highs", source: Optional[str] = None):
+    """The block-choice arc ILP itself (PuLP LpProblem for cbc/highs, CP-SAT CpModel), for export.
+
+    Its arc costs are the blocks' times with speed-proportional rows; ``exact(rows="optimal")``
+    re-prices each arc with its optimal integer rows (one small model per block) first.
+    """
+    return build_model(problem(graph, cluster, source), solver)[0]
+
+
 def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
           solver: str = "highs", time_limit: Optional[float] = None, threads: Optional[int] = None,
           rows: str = "optimal", block_time_limit: Optional[float] = 30.0) -> Solution:
