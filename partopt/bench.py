@@ -286,7 +286,11 @@ def run_instance(inst: Instance) -> dict[str, Any]:
     plan_file = ""
     if inst.plan_dir and sol.plan is not None and sol.status != "infeasible":
         os.makedirs(inst.plan_dir, exist_ok=True)
-        plan_file = os.path.join(inst.plan_dir, inst.key.split("|{")[0].replace("|", "_") + ".json")
+        stem = f"{inst.model}_{inst.cluster}_{inst.method}_{inst.mode}_{inst.solver or '-'}"
+        if inst.options:               # instances that differ only in options keep their own files
+            import hashlib
+            stem += "_" + hashlib.sha1(json.dumps(dict(inst.options), sort_keys=True).encode()).hexdigest()[:8]
+        plan_file = os.path.join(inst.plan_dir, stem.replace("/", "_").replace(os.sep, "_") + ".json")
         sol.plan.save(plan_file)
     grid = opts.get("grid") if inst.mode == "exact" else None
     if inst.method == "nptp" and inst.mode == "exact" and grid is None:

@@ -167,6 +167,16 @@ def test_infeasible_instance_is_a_row(tmp_path):
     assert rows[0]["key"].split("|")[1] == "tiny.toml"
 
 
+def test_instances_differing_in_options_keep_their_own_plans(tmp_path):
+    cfg = load_config(write(tmp_path, 'models = ["lenet5"]\nclusters = ["pi4x2"]\nsolvers = ["cpsat"]\n'
+                                      '[[method]]\nname = "nptp"\nmodes = ["exact"]\noptions = {grid = [2, 2]}\n'
+                                      '[[method]]\nname = "nptp"\nmodes = ["exact"]\noptions = {grid = [3, 3]}\n'))
+    run_bench(cfg, progress=False)
+    rows = read_rows(cfg.out)
+    assert len(rows) == 2 and rows[0]["plan_file"] != rows[1]["plan_file"]
+    assert [r["size"] for r in rows] == ["8", "18"]       # cells x devices
+
+
 def test_tables_escape_and_render():
     rows = [{"method": "dn2pciot_x", "optimal %": 50.0, "median s": None}]
     assert markdown_table(rows).splitlines()[2] == "| dn2pciot_x | 50 | - |"
