@@ -66,10 +66,6 @@ def fold_constant(prob):
     return prob
 
 
-def _tex(text: str) -> str:
-    return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
-
-
 def instance_tex(graph: LayerGraph, cluster: Cluster, method: str, prob, model: str) -> str:
     """A ``tabular`` describing this instance and the size of its model."""
     variables = prob.variables()
@@ -79,7 +75,8 @@ def instance_tex(graph: LayerGraph, cluster: Cluster, method: str, prob, model: 
             ("ops", len(graph.ops)), ("method", method), ("binary variables", binary),
             ("integer variables", integer), ("continuous variables", len(variables) - binary - integer),
             ("constraints", len(prob.constraints))]
-    body = "\n".join(f"{_tex(str(k))} & {_tex(str(v))} \\\\" for k, v in rows)
+    from .report import tex_escape
+    body = "\n".join(f"{tex_escape(str(k))} & {tex_escape(str(v))} \\\\" for k, v in rows)
     return f"\\begin{{tabular}}{{lr}}\n\\hline\n{body}\n\\hline\n\\end{{tabular}}\n"
 
 

@@ -193,7 +193,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _tex(text: str) -> str:
+def tex_escape(text: str) -> str:
+    """``text`` safe inside LaTeX: backslash, underscore, percent, ampersand and hash escaped."""
     for a, b in (("\\", "\\textbackslash{}"), ("_", "\\_"), ("%", "\\%"), ("&", "\\&"), ("#", "\\#")):
         text = text.replace(a, b)
     return text
@@ -205,8 +206,8 @@ def latex_table(rows: list[dict[str, Any]]) -> str:
         return "% no rows\n"
     cols = list(rows[0])
     lines = ["\\begin{tabular}{l" + "r" * (len(cols) - 1) + "}", "\\hline",
-             " & ".join(_tex(c) for c in cols) + " \\\\", "\\hline"]
-    lines += [" & ".join(_tex(_cell(r[c])) for c in cols) + " \\\\" for r in rows]
+             " & ".join(tex_escape(c) for c in cols) + " \\\\", "\\hline"]
+    lines += [" & ".join(tex_escape(_cell(r[c])) for c in cols) + " \\\\" for r in rows]
     lines += ["\\hline", "\\end{tabular}"]
     return "\n".join(lines) + "\n"
 
