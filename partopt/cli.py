@@ -215,7 +215,7 @@ def cmd_run(args) -> int:
     from .runtime import RunOptions, run
     opts = RunOptions(bandwidth_scale=args.bandwidth_scale, emulate=not args.no_emulate,
                       pace_compute=args.pace_compute, repeat=args.repeat, warmup=args.warmup, threads=args.threads,
-                      timeout_s=args.timeout, fault=args.fault)
+                      timeout_s=args.timeout, fault=args.fault, reduce=args.reduce)
     res = run(args.plan, opts, world=args.world)
     if args.json:
         print(json.dumps({"plan": args.plan, **res.to_dict()}))
@@ -407,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=60.0, help="seconds without progress before the run is "
                                                                 "stopped as hung (default 60)")
     r.add_argument("--fault", metavar="RANK:die|hang", help="inject a fault into one rank (tests the handling)")
+    r.add_argument("--reduce", choices=["p2p", "collective"], default="p2p",
+                   help="partial sums as the plan's messages (p2p, default) or as dist.reduce (collective: "
+                        "gloo's own traffic, not paced)")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.set_defaults(fn=cmd_run)
 

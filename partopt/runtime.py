@@ -41,9 +41,12 @@ variables, so ``torchrun --nproc-per-node N -m partopt.runtime plan.json --out r
 ``torchrun`` per machine with ``--nnodes``) runs the same code; pass ``--no-emulate`` on a real
 network. Rank 0 writes the result.
 
-Left out: reductions run as the plan's point-to-point partial-sum messages plus a local sum,
-not as ``dist.reduce``: a collective moves bytes by its own algorithm (tree or ring), which
-would differ from the planned bytes and escape the pacing.
+**Reductions.** By default partial sums travel as the plan's point-to-point messages and the
+reader adds them up, so every byte is the plan's and is paced. ``reduce="collective"`` carries
+them out as ``dist.reduce`` calls instead (one per reader and box, on the group of the holders
+and the reader; the reader contributes zeros and adds its own partial): the output is the same,
+but gloo moves the bytes by its own algorithm, unmeasured and unpaced (bytes are counted as the
+plan's, what each holder hands to the collective).
 
 Example (two processes, a few seconds):
     >>> from partopt.zoo import load_model, example_input
@@ -99,6 +102,7 @@ class RunOptions:
     threads: int = 1              # torch threads per rank
     timeout_s: float = 60.0       # no rank making progress this long = hung
     fault: Optional[str] = None   # "RANK:die" or "RANK:hang": inject a fault (to test the handling)
+    reduce: str = "p2p"           # partial sums: "p2p" (the plan's messages) or "collective" (dist.reduce)
 
     def check(self, world: int) -> None:
         """Raise :class:`PartoptError` for options that cannot run."""
@@ -112,6 +116,8 @@ class RunOptions:
             raise PartoptError(f"timeout must be > 0 seconds, got {self.timeout_s!r}")
         if self.fault is not None:
             parse_fault(self.fault, world)
+        if self.reduce not in REDUCE_MODES:
+            raise PartoptError(f"reduce must be one of {', '.join(REDUCE_MODES)}, got {self.reduce!r}")
 
     def args(self) -> list[str]:
         """The worker's command-line flags for these options."""
@@ -120,7 +126,22 @@ class RunOptions:
         a += [] if self.emulate else ["--no-emulate"]
         a += ["--pace-compute"] if self.pace_compute else []
         a += ["--fault", self.fault] if self.fault else []
+        a += ["--reduce", self.reduce]
         return a
+
+
+REDUCE_MODES = ("p2p", "collective")
+
+
+def reductions(transfers: list[Transfer]) -> list[tuple[tuple[str, str, tuple[int, ...]], list[Transfer]]]:
+    """The partial-sum transfers of one phase grouped into reductions: one per (tensor, reader,
+    box), with the transfers of every holder that sends that box; in a fixed order (every rank
+    walks the same list, so their collective calls match)."""
+    groups: dict[tuple[str, str, tuple[int, ...]], list[Transfer]] = defaultdict(list)
+    for t in transfers:
+        if t.partial:
+            groups[(t.tensor, t.dst, tuple(t.box.to_list()))].append(t)
+    return sorted(groups.items())
 
 
 def parse_fault(text: str, world: int) -> tuple[int, str]:
@@ -378,11 +399,12 @@ class _Rank:
     """Executes one run of a plan as device ``me``; keeps only its own pieces."""
 
     def __init__(self, plan: Plan, graph: LayerGraph, mods: dict, x: torch.Tensor, cluster: Cluster, me: str,
-                 options: RunOptions, net: Optional[_Network], status, tag0: int):
+                 options: RunOptions, net: Optional[_Network], status, tag0: int, groups: Optional[dict] = None):
         import torch.distributed as dist
         self.dist = dist
         self.plan, self.graph, self.mods, self.x, self.cluster, self.me = plan, graph, mods, x, cluster, me
         self.options, self.net, self.status, self.tag = options, net, status, tag0
+        self.groups = groups or {}     # reduce="collective": member ranks -> process group
         self.rank = {d: i for i, d in enumerate(cluster.names)}
         self.store: dict[str, list[tuple[Box, torch.Tensor, bool]]] = defaultdict(list)
         self.holders: dict[str, Optional[set[str]]] = {}
@@ -402,10 +424,15 @@ class _Rank:
         raise _Missing(f"{self.me} does not hold box {t.box.to_list()} of {t.tensor} it must send")
 
     def phase(self, label: str, transfers: list[Transfer]) -> dict[str, list[tuple[str, Box, torch.Tensor]]]:
-        """Send and receive one phase's messages; returns tensor -> [(sender, box, data)] for this rank."""
+        """Send and receive one phase's messages; returns tensor -> [(sender, box, data)] for this rank.
+
+        With ``reduce="collective"`` the partial-sum transfers are carried out as ``dist.reduce``
+        calls instead (:meth:`reduce`); a reduced piece's sender is the frozenset of its holders."""
+        collective = self.options.reduce == "collective"
         msgs: dict[tuple[str, str], list[Transfer]] = defaultdict(list)
         for t in transfers:
-            msgs[(t.src, t.dst)].append(t)
+            if not (collective and t.partial):
+                msgs[(t.src, t.dst)].append(t)
         self.tag += 2
         sends, recvs = [], []
         for (src, dst), ts in msgs.items():
@@ -449,8 +476,36 @@ class _Rank:
                 self.waiting = True
             wh.wait()
             wp.wait()
+        if collective:
+            self.reduce(label, transfers, inbox)
         self.wait_s += time.perf_counter() - t0
         return inbox
+
+    def reduce(self, label: str, transfers: list[Transfer], inbox) -> None:
+        """Partial sums by collectives: for each reduction (:func:`reductions`), every holder that
+        sends the box contributes its partial and the reader contributes zeros (it adds its own
+        partial when it assembles), through ``dist.reduce`` on the group of those ranks. Bytes
+        are counted as the plan's (what each holder hands to the collective); gloo moves them by
+        its own algorithm, which is neither measured nor paced."""
+        for (tensor, dst, _), ts in reductions(transfers):
+            members = tuple(sorted({self.rank[t.src] for t in ts} | {self.rank[dst]}))
+            if self.rank[self.me] not in members:
+                continue
+            box = ts[0].box
+            mine = [t for t in ts if t.src == self.me]
+            if mine:
+                data = self._piece(mine[0]).contiguous().clone()
+                self.bytes_sent += mine[0].nbytes
+                self.messages_sent += 1
+                self.link_bytes[f"{self.me}->{dst}"] += mine[0].nbytes
+            else:
+                data = torch.zeros((self.x.shape[0], *box.shape), dtype=self.x.dtype)
+            self.status(f"in a reduce of {tensor} to rank {self.rank[dst]} ({dst}) in {label}")
+            self.waiting = True
+            self.dist.reduce(data, dst=self.rank[dst], op=self.dist.ReduceOp.SUM, group=self.groups[members])
+            if self.me == dst:
+                self.bytes_received += sum(t.nbytes for t in ts)
+                inbox[tensor].append((frozenset(t.src for t in ts), box, data))
 
     def assemble(self, tensor: str, need: Box, inbox) -> torch.Tensor:
         own = [(b, d) for b, d, _ in self.store.get(tensor, [])]
@@ -527,7 +582,7 @@ def _worker(args) -> int:
     status("loading the model")
     torch.set_num_threads(args.threads)
     options = RunOptions(args.bandwidth_scale, not args.no_emulate, args.pace_compute, args.repeat, args.warmup,
-                         args.threads, args.timeout, args.fault)
+                         args.threads, args.timeout, args.fault, args.reduce)
     plan = Plan.load(args.plan)
     cluster = Cluster.from_dict(plan.cluster, where="plan's cluster")
     if world != len(cluster):
@@ -544,6 +599,15 @@ def _worker(args) -> int:
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=options.timeout_s + 15))
     try:
         store = dist.distributed_c10d._get_default_store() if cluster.link == "shared" else None
+        groups = {}
+        if options.reduce == "collective":      # every rank creates every group, in the same order
+            names = {d: i for i, d in enumerate(cluster.names)}
+            phases = [p for s in plan.stages for p in (s.transfers, s.gather)] + [plan.final]
+            for ts in phases:
+                for (_, dst, _), group in reductions(ts):
+                    members = tuple(sorted({names[t.src] for t in group} | {names[dst]}))
+                    if members not in groups:
+                        groups[members] = dist.new_group(ranks=list(members))
         lat, outs = [], None
         recs = []
         ntags = 2 * (3 * len(plan.stages) + 2)
@@ -560,7 +624,7 @@ def _worker(args) -> int:
                 while True:
                     time.sleep(3600)
             net = _Network(cluster, me, options.bandwidth_scale, store, key) if options.emulate else None
-            ex = _Rank(plan, graph, mods, x, cluster, me, options, net, status, k * ntags)
+            ex = _Rank(plan, graph, mods, x, cluster, me, options, net, status, k * ntags, groups)
             t0 = time.time()
             with torch.no_grad():
                 outs = ex.execute()
@@ -626,6 +690,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--fault")
+    p.add_argument("--reduce", choices=REDUCE_MODES, default="p2p")
     return p
 
 

@@ -226,6 +226,8 @@ def assemble_region(tensor: str, dev: str, need: Box, own: list[tuple[Box, torch
     Ordinary tensors: the pieces are copied into place and every element must be covered.
     Partial sums (``holders`` given: every device holding a partial): the pieces are added up,
     every holder must have contributed, and ``bias`` (the channels of ``need``) is added once.
+    A received piece's sender may be a frozenset of devices: the sum of their partials, as a
+    collective reduce delivers it (:mod:`partopt.runtime`).
     ``like`` gives the batch size and dtype. Raises ``_Missing`` when data is lacking.
     """
     n = like.shape[0]
@@ -240,7 +242,7 @@ def assemble_region(tensor: str, dev: str, need: Box, own: list[tuple[Box, torch
             if not cut.empty:
                 out[:, cut.c0 - need.c0:cut.c1 - need.c0, cut.h0 - need.h0:cut.h1 - need.h0,
                     cut.w0 - need.w0:cut.w1 - need.w0] += _slice(data, box, cut)
-                contributors.add(src)
+                contributors.update(src if isinstance(src, frozenset) else {src})
         lacking = holders - contributors
         if lacking:
             raise _Missing(f"{dev} lacks the partial sums of {tensor} from {', '.join(sorted(lacking))}")

@@ -1,5 +1,6 @@
 """partopt.runtime: plans run across real processes (gloo) equal the unsplit model, move the
 planned bytes, are paced to the modelled network, and fail cleanly when a rank dies or hangs."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -79,6 +80,31 @@ def test_iop_partial_sums_cross_processes():
     check(run(plan, FAST), plan)
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_iop_partial_sums_by_collective_reduce(world):
+    """reduce="collective": the partial sums go through dist.reduce, and the output is the same."""
+    g = graph_of("alexnet", (1, 3, 96, 96))
+    cl = homogeneous(world, bandwidth_bytes_per_s=12.5e6, link="mesh")
+    p = iop.legal_pairs(g, world)[0]
+    plan = iop.heuristic(g, cl, model="alexnet", pairs=[(p.a, p.b)]).plan
+    partial = [t for t in plan.all_transfers() if t.partial]
+    assert runtime.reductions(partial)          # there is something to reduce
+    p2p = run(plan, FAST)
+    coll = run(plan, dataclasses.replace(FAST, reduce="collective"))
+    check(coll, plan)
+    assert coll.max_rel_err == pytest.approx(p2p.max_rel_err, abs=1e-6)
+
+
+def test_reductions_group_holders_by_reader_and_box():
+    from partopt.geometry import Box
+    from partopt.plan import Transfer
+    b1, b2 = Box(0, 4, 0, 2, 0, 8), Box(0, 4, 2, 4, 0, 8)
+    ts = [Transfer("b", "a", "t", b1, 64, True), Transfer("c", "a", "t", b1, 64, True),
+          Transfer("a", "b", "t", b2, 64, True), Transfer("a", "c", "u", b2, 64, False)]
+    got = runtime.reductions(ts)
+    assert [(k[0], k[1], [t.src for t in v]) for k, v in got] == [("t", "a", ["b", "c"]), ("t", "b", ["a"])]
+
+
 # -- network emulation --------------------------------------------------------------------
 @pytest.mark.parametrize("link", ["shared", "mesh"])
 def test_emulated_network_is_never_faster_than_its_messages(link):
@@ -156,7 +182,7 @@ def test_wrong_plans_and_options_are_refused_before_any_process_starts(lenet_pla
         run(lenet_plan, FAST, world=2)
     for opts, msg in ((RunOptions(bandwidth_scale=0), "bandwidth scale"), (RunOptions(repeat=0), "repeat"),
                       (RunOptions(fault="7:die"), "RANK < 3"), (RunOptions(fault="1:explode"), "RANK:die"),
-                      (RunOptions(timeout_s=0), "timeout")):
+                      (RunOptions(timeout_s=0), "timeout"), (RunOptions(reduce="allreduce"), "reduce")):
         with pytest.raises(PartoptError, match=msg):
             run(lenet_plan, opts)
     p = tmp_path / "x.json"
