@@ -1,6 +1,8 @@
 """Every .tex fragment in formulations/ is complete: balanced environments and braces, no macro
 of ours left undefined (checked without LaTeX)."""
 import pathlib
+import shutil
+import subprocess
 import re
 
 import pytest
@@ -73,3 +75,14 @@ def test_paper_inputs_and_figures_exist():
         assert (paper / (i + ".tex")).exists(), i
     for g in re.findall(r"\\includegraphics(?:\[[^]]*\])?\{([^}]+)\}", text):
         assert (paper / "generated" / (g + ".png")).exists(), g
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="needs pdflatex (apt-get install texlive-latex-recommended)")
+def test_paper_builds_with_pdflatex(tmp_path):
+    """paper/main.tex compiles as committed (formulations/ and paper/generated/)."""
+    paper = ROOT.parent / "paper"
+    r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", f"-output-directory={tmp_path}",
+                        "main.tex"], cwd=paper, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert (tmp_path / "main.pdf").stat().st_size > 10000
