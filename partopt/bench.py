@@ -50,6 +50,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import os
 import time
@@ -243,22 +244,25 @@ def _num(x: Optional[float]) -> str:
 
 def _accepted(fn, opts: dict[str, Any]) -> dict[str, Any]:
     """The options ``fn`` takes (NPTP's ``grid`` is the exact model's only, for example)."""
-    import inspect
     params = inspect.signature(fn).parameters
     return {k: v for k, v in opts.items() if k in params}
+
+
+def _default(fn, name: str) -> Any:
+    """The default value of ``fn``'s keyword ``name``."""
+    return inspect.signature(fn).parameters[name].default
 
 
 def run_instance(inst: Instance) -> dict[str, Any]:
     """Solve one instance (and verify its plan); return its CSV row. Bad input raises; an
     infeasible instance or a solver time-out is a row with that status."""
     import torch
-    from .cluster import load_cluster
+    from .cluster import PRESETS, load_cluster
     from .graph import LayerGraph
     from .methods import METHODS
     from .verify import verify
     from .zoo import example_input, load_model
     torch.set_num_threads(1)
-    from .cluster import PRESETS
     ref = inst.cluster
     cluster = load_cluster(ref if ref in PRESETS or os.path.isabs(ref) else os.path.join(inst.base, ref))
     module, shape, name = load_model(inst.model)
@@ -292,9 +296,9 @@ def run_instance(inst: Instance) -> dict[str, Any]:
             stem += "_" + hashlib.sha1(json.dumps(dict(inst.options), sort_keys=True).encode()).hexdigest()[:8]
         plan_file = os.path.join(inst.plan_dir, stem.replace("/", "_").replace(os.sep, "_") + ".json")
         sol.plan.save(plan_file)
-    grid = opts.get("grid") if inst.mode == "exact" else None
-    if inst.method == "nptp" and inst.mode == "exact" and grid is None:
-        grid = (8, 8)
+    grid = None
+    if inst.mode == "exact" and "grid" in meth.options:      # the tile model's size: its grid, or the default
+        grid = opts.get("grid") or _default(meth.exact, "grid")
     n = len(cluster.devices)
     r = sol.report
     return {

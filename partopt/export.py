@@ -33,20 +33,16 @@ FORMATS = ("lp", "mps", "tex")
 FORMULATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "formulations")
 
 
-def _module(method: str):
-    from .methods import METHODS, dn2pciot, dpfp, iop, nptp
-    mods = {"dpfp": dpfp, "iop": iop, "nptp": nptp, "dn2pciot": dn2pciot}
-    if method not in mods:
-        known = ", ".join(m for m in METHODS if m in mods)
-        raise PartoptError(f"method {method!r} has no exact model to export; methods with one: {known}")
-    return mods[method]
-
-
 def milp(graph: LayerGraph, cluster: Cluster, method: str, solver: str = "highs", **options: Any):
     """The PuLP problem of ``method``'s exact model on this instance."""
     if solver not in ("cbc", "highs"):
         raise PartoptError(f"export writes the MILP build (solver cbc or highs), not {solver!r}")
-    prob = _module(method).model(graph, cluster, solver=solver, **options)
+    from .methods import METHODS, get_method
+    build = get_method(method).model
+    if build is None:
+        known = ", ".join(m.name for m in METHODS.values() if m.model is not None)
+        raise PartoptError(f"method {method!r} has no exact model to export; methods with one: {known}")
+    prob = build(graph, cluster, solver=solver, **options)
     if not hasattr(prob, "writeLP"):
         raise PartoptError(f"{method}: the exact model is not a PuLP problem")
     return fold_constant(prob)

@@ -111,16 +111,16 @@ NUMERIC = ("objective", "bound", "gap", "twin_objective", "heuristic_gap", "late
 
 def load_results(path: str) -> list[dict[str, Any]]:
     """Rows of a bench CSV with numbers parsed (empty cells become None)."""
-    from .bench import FIELDS
+    from .bench import FIELDS, read_rows
     from .errors import ConfigError
     if not os.path.exists(path):
         raise ConfigError(f"no such results file: {path}")
     with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [k for k in ("key", "method", "mode", "solver", "status", "solve_s") if k not in (reader.fieldnames or [])]
-        if missing:
-            raise ConfigError(f"{path}: not a partopt bench CSV (missing columns {missing}; expected {FIELDS})")
-        rows = [r for r in reader if r.get("status") and None not in r.values()]
+        header = next(csv.reader(f), [])
+    missing = [k for k in ("key", "method", "mode", "solver", "status", "solve_s") if k not in header]
+    if missing:
+        raise ConfigError(f"{path}: not a partopt bench CSV (missing columns {missing}; expected {FIELDS})")
+    rows = read_rows(path)
     for r in rows:
         for k in NUMERIC:
             v = r.get(k)

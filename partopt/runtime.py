@@ -144,6 +144,11 @@ def reductions(transfers: list[Transfer]) -> list[tuple[tuple[str, str, tuple[in
     return sorted(groups.items())
 
 
+def members(ts: list[Transfer], dst: str, rank: dict[str, int]) -> tuple[int, ...]:
+    """The ranks of one reduction: every holder that sends and the reader."""
+    return tuple(sorted({rank[t.src] for t in ts} | {rank[dst]}))
+
+
 def parse_fault(text: str, world: int) -> tuple[int, str]:
     """'2:hang' -> (2, 'hang'); raises PartoptError when malformed or out of range."""
     parts = text.split(":")
@@ -488,8 +493,8 @@ class _Rank:
         are counted as the plan's (what each holder hands to the collective); gloo moves them by
         its own algorithm, which is neither measured nor paced."""
         for (tensor, dst, _), ts in reductions(transfers):
-            members = tuple(sorted({self.rank[t.src] for t in ts} | {self.rank[dst]}))
-            if self.rank[self.me] not in members:
+            group = members(ts, dst, self.rank)
+            if self.rank[self.me] not in group:
                 continue
             box = ts[0].box
             mine = [t for t in ts if t.src == self.me]
@@ -502,7 +507,7 @@ class _Rank:
                 data = torch.zeros((self.x.shape[0], *box.shape), dtype=self.x.dtype)
             self.status(f"in a reduce of {tensor} to rank {self.rank[dst]} ({dst}) in {label}")
             self.waiting = True
-            self.dist.reduce(data, dst=self.rank[dst], op=self.dist.ReduceOp.SUM, group=self.groups[members])
+            self.dist.reduce(data, dst=self.rank[dst], op=self.dist.ReduceOp.SUM, group=self.groups[group])
             if self.me == dst:
                 self.bytes_received += sum(t.nbytes for t in ts)
                 inbox[tensor].append((frozenset(t.src for t in ts), box, data))
@@ -605,9 +610,9 @@ def _worker(args) -> int:
             phases = [p for s in plan.stages for p in (s.transfers, s.gather)] + [plan.final]
             for ts in phases:
                 for (_, dst, _), group in reductions(ts):
-                    members = tuple(sorted({names[t.src] for t in group} | {names[dst]}))
-                    if members not in groups:
-                        groups[members] = dist.new_group(ranks=list(members))
+                    ranks = members(group, dst, names)
+                    if ranks not in groups:
+                        groups[ranks] = dist.new_group(ranks=list(ranks))
         lat, outs = [], None
         recs = []
         ntags = 2 * (3 * len(plan.stages) + 2)

@@ -1,7 +1,8 @@
 """The registry of planning methods: name -> heuristic (and exact model, where one exists).
 
 Every entry's ``heuristic(graph, cluster, model=..., source=...)`` returns a
-:class:`~partopt.solvers.Solution`; ``exact`` is None for methods without an exact model.
+:class:`~partopt.solvers.Solution`; ``exact`` is None for methods without an exact model, and
+``model(graph, cluster, solver=...)`` builds that exact model itself (for export).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Method:
     description: str
     demo: bool = True           # run by `partopt demo` (the DN2PCIoT family is for small chains only)
     options: tuple[str, ...] = ()   # extra keyword options the CLI may pass
+    model: Optional[Callable] = None  # the exact model itself (PuLP or CP-SAT), for export
 
 
 METHODS: dict[str, Method] = {
@@ -31,17 +33,19 @@ METHODS: dict[str, Method] = {
     "fused": Method("fused", dpfp.fused, None,
                     "DeepThings-style: the whole conv part as one receptive-field block, one scatter, one gather"),
     "dpfp": Method("dpfp", dpfp.heuristic, dpfp.exact,
-                   "RFS + DPFP: receptive-field blocks chosen by dynamic programming (exact: arc ILP)"),
+                   "RFS + DPFP: receptive-field blocks chosen by dynamic programming (exact: arc ILP)",
+                   model=dpfp.model),
     "iop": Method("iop", iop.heuristic, iop.exact,
                   "IOP: conv pairs split by output then input channels, greedy pairing (exact: MILP/CP-SAT)",
-                  options=("pairs",)),
+                  options=("pairs",), model=iop.model),
     "nptp": Method("nptp", nptp.heuristic, nptp.exact,
                    "NPTP: non-penetrative (guillotine) tiles by speed, best cut orientations "
-                   "(exact: rectangles on a cell grid, CP-SAT/MILP)", options=("grid",)),
+                   "(exact: rectangles on a cell grid, CP-SAT/MILP)", options=("grid",), model=nptp.model),
     "ftp": Method("ftp", nptp.ftp, None, "DeepThings-style n x m tile grid, layer by layer"),
     "dn2pciot": Method("dn2pciot", dn2pciot.heuristic, dn2pciot.exact,
                        "DN2PCIoT: neuron groups of a small chain CNN on IoT devices, for inference rate or bytes "
-                       "(exact: MILP/CP-SAT)", demo=False, options=("grouping", "objective")),
+                       "(exact: MILP/CP-SAT)", demo=False, options=("grouping", "objective"),
+                       model=dn2pciot.model),
     "dn2pciot-metis": Method("dn2pciot-metis", dn2pciot.metis, None,
                              "METIS k-way cut of the DN2PCIoT graph (memory-blind)", demo=False,
                              options=("grouping", "objective")),
