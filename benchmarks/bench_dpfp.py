@@ -9,8 +9,11 @@ CoEdge, for 2-4 edge servers and bandwidth x {0.5, 1, 2, 4}; printed beside the 
 
 Part "gap": DPFP (speed-proportional rows) against the exact twin with optimal integer rows,
 on --gap-models x {2, 3, 4, 6, 8} devices x bandwidth {0.1, 1, 10} x the preset's: the
-heuristic's gap to the proven optimum and the exact model's solve time. Rows go to
-benchmarks/results/dpfp_gap.csv.
+heuristic's gap to the proven optimum, (DPFP - optimum) / optimum, and the exact model's solve
+time. Rows go to benchmarks/results/dpfp_gap.csv (LeNet-5, AlexNet); the larger models'
+committed rows are benchmarks/results/dpfp_gap_large.csv (``--part gap --gap-models
+vgg11,resnet18,yolov2_tiny,vgg16 --gap-csv benchmarks/results/dpfp_gap_large.csv``, hours).
+The README's table is written from both by benchmarks/readme_tables.py.
 
 Part "exact": the DP against the arc ILP (CBC, HiGHS, CP-SAT) on every zoo model x {2, 3, 4, 6,
 8} devices x {the preset's bandwidth, 10x lower, 10x higher}: does every solver prove the
@@ -29,7 +32,7 @@ from partopt.cluster import homogeneous, preset
 from partopt.graph import LayerGraph
 from partopt.methods import dpfp
 from partopt.methods.baselines import coedge, layerwise, single
-from partopt.solvers import solve_cpsat, solve_milp
+from partopt.solvers import heuristic_gap, solve_cpsat, solve_milp
 from partopt.zoo import ZOO, example_input, load_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -135,7 +138,7 @@ def part_gap(models, out_csv, solver="cpsat"):
             for n, f, cl in sweep((2, 3, 4, 6, 8), (0.1, 1, 10)):
                 h = dpfp.heuristic(g, cl, model=name)
                 e = dpfp.exact(g, cl, model=name, solver=solver, block_time_limit=30)
-                gap = 100 * (h.report.latency_s - e.report.latency_s) / h.report.latency_s
+                gap = 100 * heuristic_gap(h.report.latency_s, e.report.latency_s)
                 row = {"model": name, "devices": n, "bandwidth_factor": f, "dpfp_latency_s": h.report.latency_s,
                        "exact_latency_s": e.report.latency_s, "exact_status": e.status, "exact_bound_s": e.bound,
                        "dpfp_gap_pct": gap, "exact_solve_s": e.solve_s, "solver": solver}

@@ -30,6 +30,7 @@ from partopt.graph import LayerGraph
 from partopt.methods import iop
 from partopt.methods.baselines import coedge
 from partopt.plan import evaluate
+from partopt.solvers import heuristic_gap
 from partopt.zoo import ZOO, example_input, load_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,6 +58,7 @@ def with_memory(cl, cap):
 
 
 def pct(a, b):
+    """How much lower ``b`` is than the baseline ``a``, % of ``a`` (negative: higher)."""
     return 100.0 * (a - b) / a
 
 
@@ -123,7 +125,7 @@ def part_gap(models, out_csv, solver="highs", time_limit=120.0):
                         dt = time.perf_counter() - t0
                         hl = h.report.latency_s if h.feasible else None
                         el = e.report.latency_s if e.feasible else None
-                        gap = pct(hl, el) if (hl and el) else None
+                        gap = 100 * heuristic_gap(hl, el) if (hl and el) else None
                         row = {"model": name, "devices": n, "bandwidth_factor": f, "memory": mem,
                                "capacity_bytes": cl.devices[0].memory_bytes, "greedy_status": h.status,
                                "greedy_latency_s": hl, "greedy_pairs": len(h.plan.meta["pairs"]),

@@ -260,6 +260,7 @@ def run_instance(inst: Instance) -> dict[str, Any]:
     from .cluster import PRESETS, load_cluster
     from .graph import LayerGraph
     from .methods import METHODS
+    from .solvers import heuristic_gap
     from .verify import verify
     from .zoo import example_input, load_model
     torch.set_num_threads(1)
@@ -284,7 +285,7 @@ def run_instance(inst: Instance) -> dict[str, Any]:
         sol = meth.heuristic(graph, cluster, model=name, **_accepted(meth.heuristic, opts))
     hgap = None
     if inst.mode == "exact" and sol.status == "optimal" and twin is not None and sol.objective:
-        hgap = (twin - sol.objective) / sol.objective
+        hgap = heuristic_gap(twin, sol.objective)
     ver = verify(sol.plan, module, x, graph, cluster) if (inst.verify and sol.plan is not None
                                                           and sol.status != "infeasible") else None
     plan_file = ""

@@ -5,6 +5,8 @@
   objective constant, which PuLP would drop, is carried by a variable fixed at 1
   (``objective_constant``), so the file's optimum is the model's. Units are the model's:
   seconds, except NPTP's MILP, stated in microseconds for numerical reasons.
+  DPFP's export is its path ILP over blocks priced with speed-proportional rows, not the
+  per-block integer-row models that ``dpfp.exact`` solves first.
 - ``tex``: a LaTeX fragment for a paper: a table of this instance (model, cluster, devices,
   ops, the model's variables by kind and its constraints) followed by the method's general
   formulation from ``formulations/<method>.tex``, so the fragment is self-contained and can be

@@ -41,6 +41,9 @@ class Solution:
     solver: Optional[str] = None
     reason: str = ""
     report: Optional[Report] = None
+    # what ``objective`` measures: evaluate's latency (seconds) unless an exact model optimises a
+    # surrogate (NPTP's tile model) or another objective (DN2PCIoT's bottleneck, bytes)
+    objective_kind: str = "latency_s"
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -54,13 +57,25 @@ class Solution:
         r = self.report
         return {
             "method": self.method, "mode": self.mode, "status": self.status, "reason": self.reason,
-            "objective": self.objective, "bound": self.bound, "gap": self.gap, "solve_s": self.solve_s,
+            "objective": self.objective, "objective_kind": self.objective_kind, "bound": self.bound, "gap": self.gap, "solve_s": self.solve_s,
             "solver": self.solver,
             "latency_s": r.latency_s if r else None,
             "throughput_per_s": r.throughput_per_s if r else None,
             "peak_memory_bytes": r.peak_memory_bytes if r else None,
             "comm_bytes": r.comm_bytes if r else None,
         }
+
+
+def heuristic_gap(heuristic: float, optimum: float) -> float:
+    """The one gap definition partopt reports: ``(heuristic - optimum) / optimum`` (a fraction;
+    0.25 means the heuristic's objective is 25 % above the optimum's). Both in the same unit.
+
+    >>> heuristic_gap(1.25, 1.0)
+    0.25
+    """
+    if optimum <= 0:
+        raise ValueError(f"the optimum must be positive to state a relative gap, got {optimum}")
+    return (heuristic - optimum) / optimum
 
 
 # ---------------------------------------------------------------------------------------

@@ -175,6 +175,28 @@ def test_exact_solution_plan_verifies_and_carries_the_comparison(zoo):
     assert v.ok and v.max_rel_err <= 1e-4 and v.bytes_moved == v.bytes_planned
 
 
+def test_exact_never_optimal_for_a_plan_evaluate_rates_worse_than_the_heuristic(zoo):
+    """yolov2_tiny on nptp-paper: the 4x4 tile-model optimum is slower under evaluate than the
+    NPTP heuristic's plan (the tile model has no per-message latency); --exact returns the
+    better plan as ``feasible``, with both latencies in the reason."""
+    from partopt.cluster import preset
+    net, x, g = zoo("yolov2_tiny")
+    cl = preset("nptp-paper")
+    h = nptp.heuristic(g, cl, model="yolov2_tiny")
+    s = nptp.exact(g, cl, model="yolov2_tiny", grid=(4, 4), time_limit=60)
+    assert s.report.latency_s <= h.report.latency_s * (1 + 1e-12)
+    assert s.status == "feasible" and s.bound is None and s.objective_kind == "latency_s"
+    assert "slower under evaluate" in s.reason and s.plan.meta["exact_tiling_cells"]
+    assert s.objective == s.report.latency_s
+
+
+def test_exact_objective_is_labelled_a_surrogate(zoo):
+    net, x, g = zoo("yolov2_tiny")
+    s = nptp.exact(g, _het3(12.5e6), grid=(4, 4), time_limit=60)
+    assert s.status == "optimal" and s.objective_kind.startswith("tile_model_s (surrogate")
+    assert s.summary()["objective_kind"] == s.objective_kind
+
+
 def test_scale_rects_keeps_a_tiling():
     rects = [(0, 1, 0, 3), (0, 2, 3, 4), (1, 2, 0, 3)]
     for h, w in [(13, 13), (7, 5), (416, 416), (2, 3)]:

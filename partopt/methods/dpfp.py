@@ -25,12 +25,16 @@ partopt states as assumptions (the stored copy of the paper carries only its abs
 tail's time. The DP is exact over blockings for these segment sizes: ``evaluate`` of the
 resulting plan equals its ``T(U)`` + tail to rounding.
 
-**Exact** (:func:`exact`): the same problem as an integer program over the arcs of a path
-graph on the cut points (``x[i, j] = 1`` when units i..j-1 form a block), flow conservation,
-objective the sum of arc costs; solved by CBC or HiGHS (PuLP) or CP-SAT (costs in integer
-nanoseconds). Its optimum agrees with the DP; it is the formulation a paper can state
-(formulations/dpfp.tex). Choosing segment rows per device inside the exact model is not done
-yet (the rows follow the speed-proportional rule in both).
+**Exact** (:func:`exact`): every block's integer row segments chosen optimally (one block
+model per block, :mod:`partopt.methods.rfs_rows`, MILP or CP-SAT), then the blocking as an
+integer program over the arcs of a path graph on the cut points (``x[i, j] = 1`` when units
+i..j-1 form a block), flow conservation, objective the sum of the blocks' optimal times; solved
+by CBC or HiGHS (PuLP) or CP-SAT (costs in integer nanoseconds). Exact over blockings and
+integer rows **for the cluster's device order** (the source's rows first, then the other
+devices' segments in the order the cluster lists them; a device may get no rows), with no
+memory rows: another order is not searched, and a blocking that breaks memory is reported
+``infeasible``. :func:`model` (and ``partopt export --method dpfp``) writes the path ILP with
+speed-proportional arc costs, not the per-block row models.
 
 Example:
     >>> from partopt.zoo import load_model, example_input

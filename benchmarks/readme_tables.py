@@ -1,0 +1,216 @@
+"""The README's result tables, written from the committed results files.
+
+Every table in README.md that states measured numbers sits between two markers::
+
+    <!-- generated:NAME (benchmarks/readme_tables.py) -->
+    ...
+    <!-- end:NAME -->
+
+and is written here from ``benchmarks/results/``. ``tests/test_readme.py`` fails when a block
+in the README differs from what this script writes, so a README number cannot drift from its
+results file. Gaps use partopt's one definition, :func:`partopt.solvers.heuristic_gap`:
+(heuristic - optimum) / optimum.
+
+    python benchmarks/readme_tables.py            # rewrite the blocks in README.md
+    python benchmarks/readme_tables.py --check    # exit 1 if any block is stale
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import statistics
+import sys
+from typing import Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+README = os.path.join(os.path.dirname(HERE), "README.md")
+sys.path.insert(0, HERE)
+
+from partopt.report import load_results, markdown_table, solver_rows, summary_rows  # noqa: E402
+from partopt.solvers import heuristic_gap  # noqa: E402
+
+
+def _rows(name: str) -> list[dict]:
+    with open(os.path.join(RESULTS, name), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _gap_pct(h: str, e: str) -> float:
+    return 100 * heuristic_gap(float(h), float(e))
+
+
+def _range(xs: list[float], fmt: str = "{:.1f}") -> str:
+    if not xs:
+        return "-"
+    lo, hi = min(xs), max(xs)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+
+def _table(cols: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _models_in_order(rows: list[dict]) -> list[str]:
+    seen: list[str] = []
+    for r in rows:
+        if r["model"] not in seen:
+            seen.append(r["model"])
+    return seen
+
+
+def iop_gap() -> str:
+    """IOP greedy against the exact optimum, per model and memory regime (iop_gap.csv)."""
+    rows = _rows("iop_gap.csv")
+    out = []
+    for m in _models_in_order(rows):
+        for mem in ("roomy", "tight"):
+            rs = [r for r in rows if r["model"] == m and r["memory"] == mem]
+            both = [r for r in rs if r["greedy_latency_s"] and r["exact_latency_s"]]
+            gaps = [_gap_pct(r["greedy_latency_s"], r["exact_latency_s"]) for r in both]
+            paired = [r for r in both if int(float(r["exact_pairs"] or 0)) > 0]
+            out.append([m, mem, len(rs), sum(r["exact_status"] == "optimal" for r in rs),
+                        f"{sum(int(float(r['greedy_pairs'])) > 0 for r in rs)} / {len(paired)}",
+                        sum(g > 1e-6 for g in gaps), f"{statistics.median(gaps):.2f}" if gaps else "-",
+                        f"{max(gaps):.2f}" if gaps else "-"])
+    return _table(["model", "memory", "instances", "proven optimal", "greedy / exact use pairs",
+                   "greedy above optimum", "median gap %", "max gap %"], out)
+
+
+def iop_vs_coedge() -> str:
+    """With memory to spare, the instances whose exact optimum pairs operators. The greedy adds a
+    pair only when it lowers ``evaluate``'s latency, so its plan is never slower than the
+    pair-free one (the halo-only ``coedge`` split), and the exact optimum never slower than it."""
+    rows = [r for r in _rows("iop_gap.csv") if r["memory"] == "roomy" and r["exact_latency_s"]
+            and int(float(r["exact_pairs"] or 0)) > 0]
+    out = [[r["model"], r["devices"], r["bandwidth_factor"], r["greedy_pairs"], f"{float(r['greedy_latency_s']):.4f}",
+            r["exact_pairs"], f"{float(r['exact_latency_s']):.4f}",
+            f"{_gap_pct(r['greedy_latency_s'], r['exact_latency_s']):.2f}"] for r in rows]
+    return _table(["model", "devices", "bandwidth x", "greedy pairs", "greedy s", "exact pairs", "exact s",
+                   "greedy gap %"], out)
+
+
+def dpfp_gap() -> str:
+    """DPFP (speed-proportional rows) against the exact row model, per model."""
+    rows = _rows("dpfp_gap.csv") + _rows("dpfp_gap_large.csv")
+    out = []
+    for m in _models_in_order(rows):
+        rs = [r for r in rows if r["model"] == m]
+        gaps = [_gap_pct(r["dpfp_latency_s"], r["exact_latency_s"]) for r in rs if r["exact_status"] == "optimal"]
+        ts = [float(r["exact_solve_s"]) for r in rs]
+        out.append([m, len(rs), sum(r["exact_status"] == "optimal" for r in rs), f"{min(gaps):.1f}",
+                    f"{statistics.median(gaps):.1f}", f"{max(gaps):.1f}", f"{statistics.median(ts):.1f}",
+                    f"{max(ts):.1f}"])
+    return _table(["model", "instances", "proven optimal", "min gap %", "median gap %", "max gap %",
+                   "median solve s", "max solve s"], out)
+
+
+def nptp_gap() -> str:
+    """NPTP grid heuristic against the tile-model optimum, and both plans priced by evaluate."""
+    rows = _rows("nptp_gap.csv")
+    out = []
+    for c in _models_in_order([{"model": r["cluster"]} for r in rows]):
+        rs = [r for r in rows if r["cluster"] == c]
+        gaps = [_gap_pct(r["heur_tile_s"], r["exact_tile_s"]) for r in rs if r["status"] == "optimal"]
+        ev = [(float(r["exact_eval_s"]) - float(r["heur_eval_s"])) / float(r["heur_eval_s"]) for r in rs]
+        slower = [100 * x for x in ev if x > 1e-9]
+        out.append([c, len(rs), sum(r["status"] == "optimal" for r in rs), f"{statistics.median(gaps):.2f}",
+                    f"{max(gaps):.2f}", sum(x < -1e-9 for x in ev), sum(abs(x) <= 1e-9 for x in ev),
+                    f"{len(slower)}" + (f" (up to {max(slower):.1f} %)" if slower else "")])
+    return _table(["cluster", "instances", "proven optimal (tile model)", "median tile gap %", "max tile gap %",
+                   "evaluate: exact tiling faster", "equal", "slower"], out)
+
+
+def default_summary() -> str:
+    return markdown_table(summary_rows(load_results(os.path.join(RESULTS, "default.csv"))))
+
+
+def default_solvers() -> str:
+    return markdown_table(solver_rows(load_results(os.path.join(RESULTS, "default.csv"))))
+
+
+def runtime() -> str:
+    from bench_runtime import ranking
+    rows = _rows("runtime.csv")
+    out = []
+    for (model, cluster), g in ranking(rows).items():
+        rs = [r for r in rows if (r["model"], r["cluster"]) == (model, cluster)]
+        ratios = [float(r["ratio"]) for r in rs]
+        out.append([model, cluster, len(rs), sum(r["ok"] == "True" for r in rs), f"{statistics.median(ratios):.2f}",
+                    f"{min(ratios):.2f}-{max(ratios):.2f}", f"{g['tau']:.2f}", g["clear"],
+                    ", ".join(g["clear_flipped"]) or "none"])
+    return _table(["model", "cluster", "plans", "verified", "ratio median", "ratio min-max", "tau", "clear pairs",
+                   "clear pairs flipped"], out)
+
+
+def core() -> str:
+    out = [[r["model"], r["ops"]] + [f"{float(r[k]):.3f}" for k in ("extract_s", "coedge_s", "evaluate_s", "verify_s")]
+           for r in _rows("core.csv")]
+    return _table(["model", "ops", "extract", "coedge plan", "evaluate", "verify"], out)
+
+
+def dn2pciot() -> str:
+    """Inferences per second per grouping and setup; the exact column is the better of its
+    solvers, with ``optimal`` or the tightest proven upper bound on the rate."""
+    rows = _rows("dn2pciot.csv")
+    out = []
+    for grouping in _models_in_order([{"model": r["grouping"]} for r in rows]):
+        for setup in _models_in_order([{"model": r["setup"]} for r in rows if r["grouping"] == grouping]):
+            rs = {r["method"]: r for r in rows if (r["grouping"], r["setup"]) == (grouping, setup)}
+
+            def rate(r):
+                return "invalid" if r["status"] == "infeasible" else f"{float(r['rate_per_s']):.2f}"
+            ex = [r for m, r in rs.items() if m.startswith("exact-") and r["status"] != "infeasible"]
+            best = max(ex, key=lambda r: (float(r["rate_per_s"]), r["status"] == "optimal"))
+            if any(r["status"] == "optimal" for r in ex):
+                opt = [r for r in ex if r["status"] == "optimal"]
+                cell = f"{rate(best)}, optimal ({', '.join(r['method'][6:] for r in opt)})"
+            else:
+                bound = min(1 / float(r["bound_s"]) for r in ex if r["bound_s"])
+                cell = f"{rate(best)} ({best['method'][6:]}), bound {bound:.1f}"
+            out.append([grouping, setup] + [rate(rs[m]) for m in ("dn2pciot", "metis", "per-layer", "greedy")] + [cell])
+    return _table(["grouping", "setup", "DN2PCIoT", "METIS", "per-layer", "greedy", "exact (best of its solvers)"], out)
+
+
+BLOCKS: dict[str, Callable[[], str]] = {
+    "iop-gap": iop_gap, "iop-vs-coedge": iop_vs_coedge, "dpfp-gap": dpfp_gap, "nptp-gap": nptp_gap,
+    "default-summary": default_summary, "default-solvers": default_solvers, "runtime": runtime, "core": core,
+    "dn2pciot": dn2pciot,
+}
+PATTERN = re.compile(r"(<!-- generated:(?P<name>[\w-]+) \(benchmarks/readme_tables.py\) -->\n)(?P<body>.*?)"
+                     r"(<!-- end:(?P=name) -->)", re.S)
+
+
+def render(text: str) -> str:
+    """``text`` with every generated block rewritten; unknown block names raise KeyError."""
+    return PATTERN.sub(lambda m: m.group(1) + BLOCKS[m.group("name")]() + m.group(4), text)
+
+
+def blocks_in(text: str) -> dict[str, str]:
+    return {m.group("name"): m.group("body") for m in PATTERN.finditer(text)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if a block differs from the results")
+    ap.add_argument("--readme", default=README)
+    a = ap.parse_args(argv)
+    with open(a.readme) as f:
+        text = f.read()
+    new = render(text)
+    if a.check:
+        stale = [k for k, v in blocks_in(text).items() if blocks_in(new)[k] != v]
+        print("stale blocks: " + ", ".join(stale) if stale else f"{len(blocks_in(text))} blocks up to date")
+        return 1 if stale else 0
+    with open(a.readme, "w") as f:
+        f.write(new)
+    print(f"wrote {len(blocks_in(new))} blocks into {a.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
