@@ -7,6 +7,7 @@ an error: status ``infeasible`` with the reason, exit code 0.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -90,12 +91,13 @@ def _size(nbytes: int) -> str:
     return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.1f} KiB"
 
 
-def _record(sol, model: str, cluster, ver=None) -> dict[str, Any]:
+def _record(sol, model: str, cluster, ver=None, lower_bound_s: Optional[float] = None) -> dict[str, Any]:
     r = sol.report
     return {
         "model": model, "cluster": cluster.name, "method": sol.method, "mode": sol.mode, "status": sol.status,
         "reason": sol.reason,
         "latency_s": r.latency_s if r else None,
+        "lower_bound_s": lower_bound_s,
         "throughput_per_s": r.throughput_per_s if r else None,
         "peak_memory_bytes": r.peak_memory_bytes if r else None,
         "comm_bytes": r.comm_bytes if r else None,
@@ -108,6 +110,13 @@ def _record(sol, model: str, cluster, ver=None) -> dict[str, Any]:
         "bytes_moved": None if ver is None else ver.bytes_moved,
         "verify_reason": None if ver is None else ver.reason,
     }
+
+
+def _lower_bound_s(graph, cluster, sol=None) -> float:
+    """partopt.bounds.lower_bound for the plan's source (the cluster's first device without a plan)."""
+    from .bounds import lower_bound
+    src = sol.plan.source if (sol is not None and sol.plan is not None) else None
+    return lower_bound(graph, cluster, source=src).seconds
 
 
 def cmd_models(args) -> int:
@@ -163,7 +172,7 @@ def cmd_solve(args) -> int:
     sol = _solve(graph, cluster, args.method, name, args.exact, args.solver, args.time_limit, args.pair,
                  args.grouping, args.objective, args.grid)
     ver = verify(sol.plan, module, x, graph, cluster) if (args.verify and sol.plan is not None) else None
-    rec = _record(sol, name, cluster, ver)
+    rec = _record(sol, name, cluster, ver, _lower_bound_s(graph, cluster, sol))
     if args.tiles and sol.plan is not None:
         from .report import plot_tiles
         rec["tiles_file"] = plot_tiles(sol.plan, graph, args.tiles)
@@ -331,23 +340,35 @@ def cmd_demo(args) -> int:
         t0 = time.perf_counter()
         sol = m.heuristic(graph, cluster, model=name)
         ver = verify(sol.plan, module, x, graph, cluster) if sol.plan is not None else None
-        rec = _record(sol, name, cluster, ver)
+        rec = _record(sol, name, cluster, ver, _lower_bound_s(graph, cluster, sol))
         rec["wall_s"] = time.perf_counter() - t0
         recs.append(rec)
         sols[mname] = sol
     base = next((r["latency_s"] for r in recs if r["method"] == "single" and r["status"] != "infeasible"), None)
     t = Table(title=f"{name} on {cluster.name}: every method, each plan executed in torch")
-    for col in ("method", "status", "latency s", "speed-up vs single", "max peak memory MiB", "bytes sent MB",
-                "verified (max rel err)"):
+    cols = ("method", "latency s", "speed-up vs single", "x lower bound", "max peak memory MiB", "bytes sent MB",
+            "verified (max rel err)")
+    for col in cols:
         t.add_column(col)
+    rows = []
     for r in recs:
         lat = r["latency_s"]
-        t.add_row(r["method"], r["status"], f"{lat:.4f}" if lat is not None else "-",
-                  f"{base / lat:.2f}x" if (base and lat and r["status"] != "infeasible") else "-",
-                  f"{max(r['peak_memory_bytes'].values()) / 2**20:.1f}" if r["peak_memory_bytes"] else "-",
-                  f"{r['comm_bytes'] / 1e6:.3f}" if r["comm_bytes"] is not None else "-",
-                  f"{r['verified']} ({r['max_rel_err']:.1e})" if r["verified"] is not None else "-")
+        ok = lat is not None and r["status"] != "infeasible"
+        rows.append((r["method"] + ("" if r["status"] in ("heuristic", "optimal") else f" ({r['status']})"),
+                     f"{lat:.4f}" if lat is not None else "-",
+                     f"{base / lat:.2f}x" if (base and ok) else "-",
+                     f"{lat / r['lower_bound_s']:.2f}" if ok else "-",
+                     f"{max(r['peak_memory_bytes'].values()) / 2**20:.1f}" if r["peak_memory_bytes"] else "-",
+                     f"{r['comm_bytes'] / 1e6:.3f}" if r["comm_bytes"] is not None else "-",
+                     f"{r['verified']} ({r['max_rel_err']:.1e})" if r["verified"] is not None else "-"))
+        t.add_row(*rows[-1])
     c.print(t)
+    c.print(f"lower bound (no plan can be faster, partopt/bounds.py): {recs[0]['lower_bound_s']:.4f} s")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["model", "cluster", "lower_bound_s", *cols])
+            w.writerows([name, cluster.name, f"{recs[0]['lower_bound_s']:.6g}", *row] for row in rows)
     ok = [r for r in recs if r["status"] != "infeasible" and r["verified"]]
     if ok:
         best = min(ok, key=lambda r: r["latency_s"])
@@ -369,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--input-shape", help="N,C,H,W (required for a user model)")
     d.add_argument("--figure", default="partopt-demo.png", help="where to write the best plan's timeline (PNG)")
     d.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    d.add_argument("--csv", help="also write the table to this CSV file")
     d.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("solve", help="plan one model on one cluster with one method")

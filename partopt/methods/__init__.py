@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..errors import UnknownMethodError
-from . import baselines, dn2pciot, dpfp, iop, nptp
+from . import baselines, best, dn2pciot, dpfp, iop, nptp
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ METHODS: dict[str, Method] = {
                    "NPTP: non-penetrative (guillotine) tiles by speed, best cut orientations "
                    "(exact: rectangles on a cell grid, CP-SAT/MILP)", options=("grid",), model=nptp.model),
     "ftp": Method("ftp", nptp.ftp, None, "DeepThings-style n x m tile grid, layer by layer"),
+    "best": Method("best", best.heuristic, None,
+                   "the fastest plan over every method's heuristic, device subsets and mixed fused blocks "
+                   "(no exact model yet)"),
     "dn2pciot": Method("dn2pciot", dn2pciot.heuristic, dn2pciot.exact,
                        "DN2PCIoT: neuron groups of a small chain CNN on IoT devices, for inference rate or bytes "
                        "(exact: MILP/CP-SAT)", demo=False, options=("grouping", "objective"),

@@ -130,15 +130,23 @@ def block_stage(p: Problem, i: int, j: int) -> Stage:
     return Stage(ops, split_tasks(p.graph, ops[-1], p.shares), gather_to=p.master)
 
 
+def tail_stage(p: Problem) -> Stage:
+    """The ops after the spatial part, whole on the master."""
+    return Stage(p.tail, [Task(p.master, Box.full(p.graph.tensor_chw(p.tail[-1])))])
+
+
 def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
             shares: Optional[dict[str, float]] = None, rows: str = "speed",
-            block_time_limit: Optional[float] = 30.0, row_solver: str = "cpsat") -> Problem:
+            block_time_limit: Optional[float] = 30.0, row_solver: str = "cpsat",
+            max_block_units: Optional[int] = None) -> Problem:
     """Units and every block's cost (seconds), priced by the schedule rules of ``evaluate``.
 
     ``rows="speed"``: every block's rows in proportion to ``shares`` (default: device speed).
     ``rows="optimal"``: every block's own integer rows minimising its time
     (:mod:`partopt.methods.rfs_rows`, by ``row_solver``: cbc, highs or cpsat;
     ``block_time_limit`` seconds per block); its ``lower`` holds each block's proven lower bound.
+    ``max_block_units``: price only blocks of at most that many units (all by default); the DP
+    is then exact over blockings with blocks no longer than that.
     """
     if rows not in ("speed", "optimal"):
         raise PartoptError(f"rows must be 'speed' or 'optimal', not {rows!r}")
@@ -165,15 +173,15 @@ def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
                 # solver's integrality tolerance): allow it in the proven bound
                 slack = 1e-9 * 4 * len(cluster) + (1e-6 * r.objective if r.objective else 0.0)
                 p.lower[(i, j)] = max(0.0, (r.bound or 0.0) - slack)
+    longest = max_block_units or p.n
     for i in range(p.n):
-        for j in range(i + 1, p.n + 1):
+        for j in range(i + 1, min(p.n, i + longest) + 1):
             st = block_stage(p, i, j)
             routed = route_stage(graph, st, {inputs[i]: gathered(graph, inputs[i], master)})
             p.cost[(i, j)] = stage_span(graph, cluster, routed, master)
     if tail:
         t_in = p.units[-1][-1]
-        routed = route_stage(graph, Stage(tail, [Task(master, Box.full(graph.tensor_chw(tail[-1])))]),
-                             {t_in: gathered(graph, t_in, master)})
+        routed = route_stage(graph, tail_stage(p), {t_in: gathered(graph, t_in, master)})
         p.tail_s = stage_span(graph, cluster, routed, master)
     return p
 
@@ -182,7 +190,7 @@ def plan_of(p: Problem, blocks: list[tuple[int, int]], *, model: str, method: st
     """The plan of a blocking (list of (i, j) unit ranges covering 0..n)."""
     stages = [block_stage(p, i, j) for i, j in blocks]
     if p.tail:
-        stages.append(Stage(p.tail, [Task(p.master, Box.full(p.graph.tensor_chw(p.tail[-1])))]))
+        stages.append(tail_stage(p))
     m = {"blocks": [list(b) for b in blocks], "rows": "optimal" if p.segments is not None else "speed",
          "shares": p.shares, "master": p.master, **(meta or {})}
     return build_plan(p.graph, p.cluster, stages, model=model, method=method, source=p.master, sink=p.master, meta=m)
@@ -198,6 +206,8 @@ def dp(p: Problem) -> tuple[float, list[tuple[int, int]]]:
     arg = [0] * (p.n + 1)
     for j in range(1, p.n + 1):
         for i in range(j):
+            if (i, j) not in p.cost:
+                continue        # longer than max_block_units
             v = best[i] + p.cost[(i, j)]
             if v < best[j]:
                 best[j], arg[j] = v, i

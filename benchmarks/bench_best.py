@@ -1,0 +1,86 @@
+"""``best`` against every other method's heuristic and against the lower bound (numbers, not tests).
+
+Every zoo model x every general preset (and LeNet-5 on the dn2pciot-* presets): the latency of
+``best`` and of each other demo method's heuristic (``evaluate``), the lower bound of
+:mod:`partopt.bounds`, ``best``'s planning time (seconds, this machine), where its plan came
+from, and whether it verifies in torch. Rows go to benchmarks/results/best.csv as they finish;
+the README's table is written from it by benchmarks/readme_tables.py.
+
+    .venv/bin/python benchmarks/bench_best.py [--models lenet5,alexnet] [--clusters pi4x4]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+
+from partopt.bounds import lower_bound
+from partopt.cluster import PRESETS, preset
+from partopt.graph import LayerGraph
+from partopt.methods import METHODS
+from partopt.verify import verify
+from partopt.zoo import ZOO, example_input, load_model
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OTHERS = [m for m in METHODS if m != "best"]     # the DN2PCIoT family only on LeNet-5
+FIELDS = ["model", "cluster", "best_s", "best_plan_s", "origin", "verified", "max_rel_err", "lower_bound_s",
+          "best_over_bound", "best_other", "best_other_s"] + [f"{m}_s" for m in OTHERS]
+
+
+def instances(models, clusters):
+    for name in models:
+        for cl in clusters:
+            if cl.startswith("dn2pciot") and name != "lenet5":
+                continue
+            yield name, cl
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(ZOO))
+    ap.add_argument("--clusters", default=",".join(PRESETS))
+    ap.add_argument("--csv", default=os.path.join(HERE, "results", "best.csv"))
+    a = ap.parse_args(argv)
+    graphs = {}
+    with open(a.csv, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w.writeheader()
+        for name, cl_name in instances(a.models.split(","), a.clusters.split(",")):
+            if name not in graphs:
+                net, shape, _ = load_model(name)
+                x = example_input(shape)
+                graphs[name] = (net, x, LayerGraph.from_module(net, x))
+            net, x, g = graphs[name]
+            cl = preset(cl_name)
+            others = {}
+            for m in OTHERS:
+                if m.startswith("dn2pciot") and name != "lenet5":
+                    others[m] = None
+                    continue
+                s = METHODS[m].heuristic(g, cl, model=name)
+                others[m] = s.report.latency_s if s.feasible else None
+            t0 = time.perf_counter()
+            b = METHODS["best"].heuristic(g, cl, model=name)
+            dt = time.perf_counter() - t0
+            v = verify(b.plan, net, x, g, cl) if b.feasible else None
+            lb = lower_bound(g, cl, source=b.plan.source).seconds
+            feas = {m: t for m, t in others.items() if t is not None}
+            bo = min(feas, key=feas.get) if feas else None
+            row = {"model": name, "cluster": cl_name, "best_s": b.report.latency_s if b.feasible else None,
+                   "best_plan_s": round(dt, 3), "origin": b.plan.meta.get("origin") if b.feasible else b.reason,
+                   "verified": v.ok if v else None, "max_rel_err": f"{v.max_rel_err:.1e}" if v else None,
+                   "lower_bound_s": lb, "best_over_bound": b.report.latency_s / lb if b.feasible else None,
+                   "best_other": bo, "best_other_s": feas.get(bo),
+                   **{f"{m}_s": t for m, t in others.items()}}
+            w.writerow(row)
+            fh.flush()
+            print(f"{name:12s} {cl_name:11s} best {row['best_s'] or float('nan'):.5f} ({row['origin']}) "
+                  f"other {row['best_other_s'] or float('nan'):.5f} ({bo}) lb {lb:.5f} "
+                  f"x{row['best_over_bound'] or float('nan'):.2f} plan {dt:.2f} s verified {row['verified']}",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""A lower bound on the latency of **every** plan partopt can express (seconds).
+
+Two facts hold for any plan on any cluster, whatever its stages, tasks and transfers:
+
+1. **Necessary work.** Every output element the model's output depends on must be computed by
+   some device at least once. :func:`necessary_flops` walks the graph backwards from the whole
+   output and keeps, per op, the rows and columns some needed element reads (exact taps, so a
+   stride-2 1x1 conv needs every other row and a dilated kernel only its taps). Its FLOPs,
+   :func:`partopt.cost.region_flops` of those elements, are at most the FLOPs of any plan
+   (fused cones recompute more, partial sums split a conv's FLOPs exactly).
+2. **Nothing computes before data arrives.** A device other than the source holds no data
+   until a first message reaches it, and a message takes at least ``latency_s`` plus one
+   element's bytes over its link. On a mesh a device's first data arrives no earlier than the
+   shortest such path from the source (:func:`earliest_arrivals`); on a shared medium one
+   message is served at a time, so the k-th device to receive anything gets it no earlier than
+   k messages after the start, and the bound gives the earliest slots to the fastest devices.
+
+With ``a_d`` the earliest start of device d and ``f_d`` its FLOP/s, a plan of latency T
+computes at most ``sum_d f_d * max(0, T - a_d)`` FLOPs, so T is at least the smallest T at
+which that reaches the necessary work (:func:`lower_bound`). Without communication this is
+total FLOPs / total FLOP/s.
+
+What it misses (why a ratio above ~2 is common): the halo and activation bytes a split must
+move (only one element per device is charged), the output's trip to the sink, memory (a device
+that cannot hold a layer's weights still counts its full speed), and the per-layer barriers
+that the list schedule imposes.
+
+Example:
+    >>> from partopt.cluster import preset
+    >>> from partopt.graph import LayerGraph
+    >>> from partopt.zoo import example_input, load_model
+    >>> net, shape, _ = load_model("lenet5"); g = LayerGraph.from_module(net, example_input(shape))
+    >>> lb = lower_bound(g, preset("pi4x4"))
+    >>> lb.necessary_flops == g.total_flops, lb.seconds <= g.total_flops / 8e9
+    (True, True)
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Optional
+
+from .cluster import Cluster
+from .cost import region_flops
+from .geometry import Box
+from .graph import LayerGraph, Op
+from .plan import FLOAT_BYTES
+
+_WINDOWED = ("conv", "maxpool", "avgpool")
+
+
+def _taps(op: Op, axis: int, index: int, size_in: int) -> range | list[int]:
+    """Input indices along ``axis`` (0: rows, 1: columns) that output index ``index`` of a
+    windowed op reads (exact taps: dilation leaves gaps), clipped to the input."""
+    box = Box(0, 1, index, index + 1, 0, 1) if axis == 0 else Box(0, 1, 0, 1, index, index + 1)
+    win = op.input_windows(box)[0]
+    lo, hi = (win.h0, win.h1) if axis == 0 else (win.w0, win.w1)
+    step = op.dilation[axis] if op.kind in _WINDOWED else 1
+    return [i for i in range(lo, hi, step) if 0 <= i < size_in]
+
+
+def necessary_elements(graph: LayerGraph) -> dict[str, tuple[set[int], set[int]]]:
+    """Per op, the (rows, columns) of its output that the model's whole output depends on
+    (every channel: each op partopt supports reads all channels of a needed position)."""
+    _, h, w = graph.tensor_chw(graph.output)
+    need: dict[str, tuple[set[int], set[int]]] = {graph.output: (set(range(h)), set(range(w)))}
+    for op in reversed(graph.ops):
+        if op.name not in need:
+            continue
+        rows, cols = need[op.name]
+        for inp, shape in zip(op.inputs, op.in_shapes):
+            if inp == graph.input_name:
+                continue
+            _, ih, iw = graph.tensor_chw(inp)
+            if op.kind in ("flatten", "linear"):
+                r_in, c_in = set(range(ih)), set(range(iw))
+            elif op.kind in _WINDOWED or op.kind == "adaptive_avgpool":
+                r_in = {i for r in rows for i in _taps(op, 0, r, ih)}
+                c_in = {j for c in cols for j in _taps(op, 1, c, iw)}
+            else:   # element-wise, add, concat: the same positions
+                r_in, c_in = set(rows), set(cols)
+            old = need.get(inp, (set(), set()))
+            need[inp] = (old[0] | r_in, old[1] | c_in)
+    return need
+
+
+def necessary_flops(graph: LayerGraph) -> int:
+    """FLOPs every plan must spend: :func:`partopt.cost.region_flops` of the needed elements."""
+    total = 0
+    for name, (rows, cols) in necessary_elements(graph).items():
+        op = graph.op[name]
+        c = op.out_chw[0]
+        if op.kind == "adaptive_avgpool":   # a position's cost depends on its window
+            total += sum(region_flops(op, Box(0, c, r, r + 1, q, q + 1)) for r in rows for q in cols)
+        else:
+            total += region_flops(op, Box(0, c, 0, 1, 0, 1)) * len(rows) * len(cols)
+    return total
+
+
+def earliest_arrivals(graph: LayerGraph, cluster: Cluster, source: str) -> dict[str, float]:
+    """Per device, the earliest time (s) it can hold any data: 0 at the source; else one
+    element's message along the fastest path (mesh), or the k-th message slot (shared medium;
+    the fastest devices get the earliest slots)."""
+    elem = FLOAT_BYTES * graph.batch
+    msg = {(a, b): cluster.latency_s + elem / cluster.bw(a, b) for a in cluster.names for b in cluster.names if a != b}
+    if cluster.link == "shared":
+        others = sorted((d for d in cluster.devices if d.name != source), key=lambda d: -d.flops_per_s)
+        shortest = min(msg.values(), default=0.0)
+        out = {source: 0.0}
+        for k, d in enumerate(others, start=1):
+            out[d.name] = k * shortest
+        return out
+    dist = {source: 0.0}
+    heap = [(0.0, source)]
+    while heap:
+        t, a = heapq.heappop(heap)
+        if t > dist.get(a, float("inf")):
+            continue
+        for b in cluster.names:
+            if b != a and t + msg[(a, b)] < dist.get(b, float("inf")):
+                dist[b] = t + msg[(a, b)]
+                heapq.heappush(heap, (dist[b], b))
+    return dist
+
+
+@dataclass(frozen=True)
+class LowerBound:
+    """``seconds`` no plan's latency can beat, from ``necessary_flops`` and the devices' ``starts_s``."""
+
+    seconds: float
+    necessary_flops: int
+    zero_comm_s: float              # necessary FLOPs / total FLOP/s
+    starts_s: dict[str, float]
+
+
+def lower_bound(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None) -> LowerBound:
+    """The smallest T with sum_d f_d * max(0, T - a_d) >= necessary FLOPs (module doc), seconds."""
+    source = source or cluster.devices[0].name
+    cluster.device(source)
+    work = necessary_flops(graph)
+    starts = earliest_arrivals(graph, cluster, source)
+    speed = {d.name: d.flops_per_s for d in cluster.devices}
+    zero = work / sum(speed.values())
+    # piecewise linear in T: add devices in order of start time until the work fits
+    order = sorted(speed, key=lambda d: starts[d])
+    rate, done_at, t = 0.0, 0.0, 0.0
+    for i, d in enumerate(order):
+        rate += speed[d]
+        t_next = starts[order[i + 1]] if i + 1 < len(order) else float("inf")
+        # work done by T with the devices so far: done_at + rate * (T - starts[d])
+        t = starts[d] + (work - done_at) / rate
+        if t <= t_next:
+            break
+        done_at += rate * (t_next - starts[d])
+    return LowerBound(max(t, zero), work, zero, starts)
