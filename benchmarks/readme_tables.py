@@ -176,7 +176,55 @@ def dn2pciot() -> str:
     return _table(["grouping", "setup", "DN2PCIoT", "METIS", "per-layer", "greedy", "exact (best of its solvers)"], out)
 
 
+def demo() -> str:
+    """`partopt demo`'s table, as `partopt demo --csv benchmarks/results/demo.csv` wrote it."""
+    rows = _rows("demo.csv")
+    cols = [c for c in rows[0] if c not in ("model", "cluster", "lower_bound_s")]
+    return _table(cols, [[r[c] for c in cols] for r in rows])
+
+
+def best_summary() -> str:
+    """best against the fastest other heuristic and the lower bound, per cluster (best.csv)."""
+    rows = _rows("best.csv")
+    out = []
+    for c in _models_in_order([{"model": r["cluster"]} for r in rows]):
+        rs = [r for r in rows if r["cluster"] == c and r["best_s"]]
+        speed = [float(r["best_other_s"]) / float(r["best_s"]) for r in rs if r["best_other_s"]]
+        ratio = [float(r["best_over_bound"]) for r in rs]
+        t = [float(r["best_plan_s"]) for r in rs]
+        out.append([c, len(rs), sum(r["verified"] == "True" for r in rs),
+                    sum(float(r["best_s"]) < float(r["best_other_s"]) * (1 - 1e-9) for r in rs if r["best_other_s"]),
+                    f"{statistics.median(speed):.2f}", f"{max(speed):.2f}", f"{statistics.median(ratio):.2f}",
+                    f"{min(ratio):.2f}-{max(ratio):.2f}", f"{statistics.median(t):.2f}", f"{max(t):.2f}"])
+    return _table(["cluster", "models", "verified", "best faster than every other method", "median speed-up",
+                   "max speed-up", "median x lower bound", "x lower bound min-max", "median plan s", "max plan s"], out)
+
+
+def best_bound_histogram() -> str:
+    """How far best is from the lower bound, over every instance of best.csv."""
+    ratio = [float(r["best_over_bound"]) for r in _rows("best.csv") if r["best_over_bound"]]
+    edges = [1.0, 1.1, 1.5, 2.0, 4.0, float("inf")]
+    cells = [sum(a <= x < b for x in ratio) for a, b in zip(edges, edges[1:])]
+    return _table(["best / lower bound", "1-1.1", "1.1-1.5", "1.5-2", "2-4", ">= 4"], [["instances"] + cells])
+
+
+def best_exact() -> str:
+    rows = _rows("best_exact.csv")
+    out = [[r["model"], r["cluster"], r["solver"], r["status"], f"{float(r['latency_s']):.5f}",
+            f"{float(r['heuristic_s']):.5f}", f"{100 * (float(r['heuristic_s']) / float(r['latency_s']) - 1):.2f}",
+            r["solve_s"], r["origin"], r["verified"]] for r in rows]
+    return _table(["model", "cluster", "solver", "status", "exact s", "heuristic s", "heuristic gap %", "solve s",
+                   "plan from", "verified"], out)
+
+
+def default_union() -> str:
+    from partopt.report import union_rows
+    return markdown_table(union_rows(load_results(os.path.join(RESULTS, "default.csv"))))
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
+    "demo": demo, "best": best_summary, "best-bound": best_bound_histogram, "best-exact": best_exact,
+    "default-union": default_union,
     "iop-gap": iop_gap, "iop-vs-coedge": iop_vs_coedge, "dpfp-gap": dpfp_gap, "nptp-gap": nptp_gap,
     "default-summary": default_summary, "default-solvers": default_solvers, "runtime": runtime, "core": core,
     "dn2pciot": dn2pciot,

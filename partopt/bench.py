@@ -67,7 +67,7 @@ SOLVERS = ("cbc", "highs", "cpsat")
 FIELDS = ["key", "model", "cluster", "n_devices", "n_ops", "size", "method", "mode", "solver", "options",
           "time_limit_s", "status", "reason", "objective", "bound", "gap", "twin_objective", "heuristic_gap",
           "latency_s", "throughput_per_s", "peak_memory_bytes", "comm_bytes", "solve_s", "verified",
-          "max_rel_err", "plan_file"]
+          "max_rel_err", "lower_bound_s", "plan_file"]
 
 
 @dataclass(frozen=True)
@@ -260,6 +260,7 @@ def run_instance(inst: Instance) -> dict[str, Any]:
     from .cluster import PRESETS, load_cluster
     from .graph import LayerGraph
     from .methods import METHODS
+    from .bounds import lower_bound
     from .solvers import heuristic_gap
     from .verify import verify
     from .zoo import example_input, load_model
@@ -313,6 +314,7 @@ def run_instance(inst: Instance) -> dict[str, Any]:
         "peak_memory_bytes": max(r.peak_memory_bytes.values()) if r else "",
         "comm_bytes": r.comm_bytes if r else "", "solve_s": f"{sol.solve_s:.4f}",
         "verified": "" if ver is None else ver.ok, "max_rel_err": "" if ver is None else f"{ver.max_rel_err:.3g}",
+        "lower_bound_s": _num(lower_bound(graph, cluster, source=sol.plan.source if sol.plan else None).seconds),
         "plan_file": os.path.relpath(plan_file, os.path.dirname(inst.plan_dir)) if plan_file else "",
     }
 

@@ -7,6 +7,8 @@
   seconds, except NPTP's MILP, stated in microseconds for numerical reasons.
   DPFP's export is its path ILP over blocks priced with speed-proportional rows, not the
   per-block integer-row models that ``dpfp.exact`` solves first.
+  best's export is its segment model (microseconds), which ``best.exact`` compares with the
+  heuristic plans of the union afterwards.
 - ``tex``: a LaTeX fragment for a paper: a table of this instance (model, cluster, devices,
   ops, the model's variables by kind and its constraints) followed by the method's general
   formulation from ``formulations/<method>.tex``, so the fragment is self-contained and can be

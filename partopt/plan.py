@@ -629,8 +629,12 @@ class MemoryTerms:
     weights: dict[tuple[str, str], int]
 
 
-def memory_terms(plan: Plan, graph: LayerGraph) -> MemoryTerms:
-    """Per-stage activation bytes and per-op weight bytes of every device (see :class:`MemoryTerms`)."""
+def memory_terms(plan: Plan, graph: LayerGraph, start_tensor: Optional[str] = None) -> MemoryTerms:
+    """Per-stage activation bytes and per-op weight bytes of every device (see :class:`MemoryTerms`).
+
+    ``start_tensor``: the tensor the source holds (whole) before the first stage; the model's
+    input by default. A method that prices a run of stages starting at a cut point passes the
+    tensor crossing it."""
     devices = [d["name"] for d in plan.cluster["devices"]]
     # weights: union of slices per (device, op)
     rects: dict[tuple[str, str], list[tuple[int, int, int, int]]] = defaultdict(list)
@@ -660,7 +664,8 @@ def memory_terms(plan: Plan, graph: LayerGraph) -> MemoryTerms:
                     last_use[inp] = i
     last_use[plan.output] = len(plan.stages)
     held: dict[str, list[tuple[str, int, int]]] = defaultdict(list)   # device -> (tensor, bytes, until)
-    held[plan.source].append((graph.input_name, graph.tensor_bytes(graph.input_name), last_use.get(graph.input_name, 0)))
+    start = start_tensor or graph.input_name
+    held[plan.source].append((start, graph.tensor_bytes(start), last_use.get(start, 0)))
     stage_act: list[dict[str, int]] = []
 
     def live(dev: str, i: int) -> int:

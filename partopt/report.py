@@ -106,7 +106,7 @@ def plot_tiles(plan: Plan, graph: LayerGraph, path: str, stage: Optional[int] = 
 # --- results of a sweep -------------------------------------------------------------------
 
 NUMERIC = ("objective", "bound", "gap", "twin_objective", "heuristic_gap", "latency_s", "throughput_per_s",
-           "peak_memory_bytes", "comm_bytes", "solve_s", "size", "n_devices", "n_ops", "max_rel_err")
+           "peak_memory_bytes", "comm_bytes", "solve_s", "size", "n_devices", "n_ops", "max_rel_err", "lower_bound_s")
 
 
 def load_results(path: str) -> list[dict[str, Any]]:
@@ -172,6 +172,32 @@ def solver_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             ts = [r["solve_s"] for r in ex if r["status"] == "optimal"]
             out.append({"method": m, "solver": s, "runs": len(ex), "optimal": len(ts),
                         "median s": _median(ts), "max s": max(ts) if ts else None})
+    return out
+
+
+def union_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method and mode, over the instances (model, cluster) where ``best --exact`` proved the
+    union optimum: the gap of each feasible plan's latency to it, (latency - optimum) / optimum
+    in %, and the ratio of every feasible plan's latency to the lower bound no plan can beat."""
+    from .solvers import heuristic_gap
+    union: dict[tuple, float] = {}
+    for r in rows:
+        if r["method"] == "best" and r["mode"] == "exact" and r["status"] == "optimal" and r["latency_s"]:
+            k = (r["model"], r["cluster"])
+            union[k] = min(union.get(k, r["latency_s"]), r["latency_s"])
+    out = []
+    for m, mode in sorted({(r["method"], r["mode"]) for r in rows}):
+        ok = [r for r in rows if (r["method"], r["mode"]) == (m, mode) and r["status"] not in ("infeasible", "error")
+              and r["latency_s"]]
+        if not ok:
+            continue
+        gaps = {(r["model"], r["cluster"]): 100 * heuristic_gap(r["latency_s"], union[(r["model"], r["cluster"])])
+                for r in ok if (r["model"], r["cluster"]) in union}
+        ratios = [r["latency_s"] / r["lower_bound_s"] for r in ok if r.get("lower_bound_s")]
+        out.append({"method": m, "mode": mode, "plans": len(ok), "with union optimum": len(gaps),
+                    "median gap to union optimum %": _median(list(gaps.values())),
+                    "max gap to union optimum %": max(gaps.values()) if gaps else None,
+                    "median x lower bound": _median(ratios), "max x lower bound": max(ratios) if ratios else None})
     return out
 
 
@@ -331,6 +357,10 @@ def write_report(results: str, out_dir: str) -> list[str]:
     text("summary.tex", latex_table(summ))
     text("solvers.md", markdown_table(solv))
     text("solvers.tex", latex_table(solv))
+    if any(r.get("lower_bound_s") is not None for r in rows):
+        uni = union_rows(rows)
+        text("union.md", markdown_table(uni))
+        text("union.tex", latex_table(uni))
     for name, fn in (("gaps.png", plot_gaps), ("solve_time.png", plot_solve_times), ("pareto.png", plot_pareto)):
         p = fn(rows, os.path.join(out_dir, name))
         if p:

@@ -207,14 +207,14 @@ def test_default_config_is_valid():
     insts = instances(cfg)
     assert len(insts) > 50
     assert {i.solver for i in insts if i.mode == "exact"} == {"cbc", "highs", "cpsat"}
-    assert {i.method for i in insts if i.mode == "exact"} == {"iop", "dpfp", "nptp", "dn2pciot"}
+    assert {i.method for i in insts if i.mode == "exact"} == {"iop", "dpfp", "nptp", "dn2pciot", "best"}
 
 
 # --- export -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method, cluster, extra", [
     ("iop", "pi4x2", []), ("dpfp", "pi4x2", []), ("nptp", "pi4x2", ["--grid", "2x2"]),
-    ("dn2pciot", "dn2pciot-1", [])])
+    ("dn2pciot", "dn2pciot-1", []), ("best", "pi4x2", [])])
 def test_exported_mps_solves_to_the_same_optimum(tmp_path, method, cluster, extra):
     """The MPS file, read back by PuLP and solved by HiGHS, has the exact method's optimum."""
     import pulp
@@ -233,7 +233,9 @@ def test_exported_mps_solves_to_the_same_optimum(tmp_path, method, cluster, extr
     opts = {"grid": (2, 2)} if method == "nptp" else {"rows": "speed"} if method == "dpfp" else {}
     sol = METHODS[method].exact(g, preset(cluster), solver="highs", **opts)
     assert sol.status == "optimal"
-    units = nptp.MILP_UNITS_PER_S if method == "nptp" else 1.0      # NPTP's MILP is in microseconds
+    # NPTP's MILP and best's segment model are in microseconds; on LeNet-5 best's optimum is a
+    # segment plan (the whole net on the source), so the union's optimum is the model's
+    units = {"nptp": nptp.MILP_UNITS_PER_S, "best": 1e6}.get(method, 1.0)
     # rel 1e-5: the solvers' feasibility tolerance on a model stated in seconds (IOP)
     assert pulp.value(prob.objective) / units == pytest.approx(sol.objective, rel=1e-5)
 
@@ -259,3 +261,20 @@ def test_export_errors(tmp_path, capsys, args, words):
     args = [a if not a.startswith("x.") else str(tmp_path / a) for a in args]
     assert main(["export", "lenet5", "--cluster", "pi4x2"] + args) == 2
     assert words in capsys.readouterr().err
+
+
+def test_union_rows_measure_every_method_against_the_union_optimum_and_the_bound():
+    from partopt.report import union_rows
+
+    def row(method, mode, model, lat, lb, status="heuristic"):
+        return {"method": method, "mode": mode, "model": model, "cluster": "c", "latency_s": lat,
+                "lower_bound_s": lb, "status": status}
+    rows = [row("best", "exact", "m", 1.0, 0.5, "optimal"), row("coedge", "heuristic", "m", 1.5, 0.5),
+            row("coedge", "heuristic", "m2", 2.0, 1.0), row("single", "heuristic", "m", 9.0, 0.5, "infeasible")]
+    u = {(r["method"], r["mode"]): r for r in union_rows(rows)}
+    assert set(u) == {("best", "exact"), ("coedge", "heuristic")}       # infeasible plans are left out
+    c = u[("coedge", "heuristic")]
+    assert (c["plans"], c["with union optimum"]) == (2, 1)
+    assert c["median gap to union optimum %"] == pytest.approx(50.0)
+    assert c["median x lower bound"] == pytest.approx(2.5) and c["max x lower bound"] == pytest.approx(3.0)
+    assert u[("best", "exact")]["max gap to union optimum %"] == 0.0

@@ -45,34 +45,106 @@ def test_subsets_beat_the_whole_cluster_where_messages_are_dear(zoo):
     assert used != set(c.names)
 
 
-def test_mixed_blocks_dp_value_is_evaluate(zoo):
+def test_segment_dp_value_and_memory_are_evaluates(zoo):
+    """Gathers at the master make segments additive: evaluate of any segment plan is the sum of
+    its variants' times, and its peak memory is weights summed plus the largest activation set."""
     net, x, g = zoo("alexnet")
+    rnd = random.Random(0)
     for c in (preset("hetero3"), preset("pi4x4")):
-        plan, value = best.mixed_blocks(g, c, model="alexnet")
-        assert evaluate(plan, g, c).latency_s == pytest.approx(value, rel=1e-12)
-        # every block alone on one subset of the DP is a blocking the DP could pick: it is never better
-        assert value <= dpfp.dp(dpfp.problem(g, c))[0] * (1 + 1e-12)
+        seg = best.segments(g, c)
+        value, chosen = best.dp(seg)
+        plan = best.plan_of(seg, chosen, model="alexnet")
+        rep = evaluate(plan, g, c)
+        assert rep.latency_s == pytest.approx(value, rel=1e-12)
+        assert rep.peak_memory_bytes == best.memory_of(seg, chosen)
+        assert value <= dpfp.dp(dpfp.problem(g, c))[0] * (1 + 1e-12)     # DPFP's blockings are segment plans
         assert verify(plan, net, x, g, c).ok
+        for _ in range(5):              # random segment plans
+            path, i = [], 0
+            while i < seg.n:
+                k = rnd.choice([k for k, v in enumerate(seg.variants) if v.i == i])
+                path.append(k)
+                i = seg.variants[k].j
+            rep = evaluate(best.plan_of(seg, path), g, c)
+            assert rep.latency_s == pytest.approx(sum(seg.variants[k].seconds for k in path), rel=1e-12)
+            assert rep.peak_memory_bytes == best.memory_of(seg, path)
 
 
-def test_mixed_blocks_equals_brute_force_over_blockings_and_subsets(zoo):
-    """LeNet-5 on 3 heterogeneous devices: every blocking x every per-block subset of the DP's list."""
-    import itertools
-    net, x, g = zoo("lenet5")
-    c = heterogeneous([("a", 1e9, GiB), ("b", 3e9, GiB), ("c", 2e9, GiB)], 2e6, latency_s=1e-4)
-    plan, value = best.mixed_blocks(g, c, model="lenet5")
-    master, peers = "a", best.peers_by_speed(c, "a")
-    subsets = [[master] + peers[:k] for k in range(3)] + [peers[:k] for k in range(1, 3)]
-    speed = {d.name: d.flops_per_s for d in c.devices}
-    probs = [dpfp.problem(g, c, master, shares={d: speed[d] if d in s else 0.0 for d in speed}) for s in subsets]
-    n = probs[0].n
-    brute = float("inf")
-    for mask in itertools.product((0, 1), repeat=n - 1):
-        cuts = [0] + [k + 1 for k, m in enumerate(mask) if m] + [n]
-        blocks = list(zip(cuts, cuts[1:]))
-        for pick in itertools.product(range(len(probs)), repeat=len(blocks)):
-            brute = min(brute, sum(probs[k].cost[b] for k, b in zip(pick, blocks)) + probs[0].tail_s)
-    assert value == pytest.approx(brute, rel=1e-12)
+def _tiny():
+    """Conv, ReLU, pool, conv, ReLU on 12x12: five units, small enough to brute-force."""
+    import torch
+    import torch.nn as nn
+    from partopt.graph import LayerGraph
+    from partopt.zoo import randomize
+    net = randomize(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()), 0).eval()
+    x = torch.randn(1, 1, 12, 12)
+    return net, x, LayerGraph.from_module(net, x)
+
+
+def _capped(c, cap_bytes):
+    from partopt.cluster import Cluster
+    return Cluster(c.name + "-cap", tuple(Device(d.name, d.flops_per_s, cap_bytes) for d in c.devices), c.bandwidth,
+                   c.latency_s, c.link)
+
+
+@pytest.mark.parametrize("solver", ["highs", "cbc", "cpsat"])
+def test_segment_model_equals_brute_force_with_memory(zoo, solver):
+    """A five-unit net on 2-3 devices, memory roomy and so tight that the fastest segment plan
+    breaks it: the exact segment model's optimum is brute force's over every segment plan."""
+    net, x, g = _tiny()
+    for c in (heterogeneous([("a", 1e9, GiB), ("b", 3e9, GiB), ("c", 2e9, GiB)], 2e6, latency_s=1e-4),
+              homogeneous(2, bandwidth_bytes_per_s=1e7, latency_s=1e-4, link="shared")):
+        seg = best.segments(g, c)
+        free = best.dp(seg)
+        peak = max(best.memory_of(seg, free[1]).values())
+        outcomes = []
+        # roomy; just below the DP plan's peak; binding (a slower plan fits); too small for any
+        for cl in (c, _capped(c, peak - 1), _capped(c, int(0.9 * peak)), _capped(c, int(0.4 * peak))):
+            seg = best.Segments(g, cl, seg.master, seg.units, seg.inputs, seg.variants)
+            bf = best.brute_force(seg)
+            prob, xs = best.build_model(seg, solver)
+            if solver == "cpsat":
+                from partopt.solvers import solve_cpsat
+                r, s = solve_cpsat(prob, 60, 1, scale=best.NS)
+                chosen = [k for k in range(len(xs)) if r.objective is not None and s.value(xs[k])]
+            else:
+                from partopt.solvers import solve_milp
+                r = solve_milp(prob, solver, 60, 1, gap_rel=1e-9)
+                chosen = [k for k in range(len(xs)) if r.objective is not None and xs[k].value() > 0.5]
+            if bf[1]:
+                assert r.status == "optimal"
+                assert sum(seg.variants[k].seconds for k in chosen) == pytest.approx(bf[0], rel=1e-6)
+                assert all(v <= cl.device(d).memory_bytes for d, v in best.memory_of(seg, chosen).items())
+            else:
+                assert r.status == "infeasible"
+            outcomes.append(bf[0])
+        assert outcomes[0] == free[0] and outcomes[2] > 2 * free[0] and outcomes[3] == float("inf")
+
+
+@pytest.mark.parametrize("name,cl", [("lenet5", "pi4x2"), ("alexnet", "hetero3")])
+def test_exact_is_optimal_never_worse_than_the_heuristic_and_verifies(zoo, name, cl):
+    net, x, g = zoo(name)
+    c = preset(cl)
+    h = best.heuristic(g, c, model=name)
+    for solver in ("highs", "cpsat"):
+        e = best.exact(g, c, model=name, solver=solver, time_limit=60)
+        assert e.status == "optimal" and e.mode == "exact" and e.gap == 0.0
+        assert e.objective == e.report.latency_s <= h.report.latency_s * (1 + 1e-9)
+        assert verify(e.plan, net, x, g, c).ok
+
+
+def test_exact_under_a_memory_cap_beats_the_memory_blind_dp(zoo):
+    """AlexNet on two devices with 150 MiB each: the fastest segment plan (all on one device)
+    does not fit; the exact model finds the fastest one that does."""
+    net, x, g = zoo("alexnet")
+    c = _capped(preset("pi4x2"), 150 * 2 ** 20)
+    seg = best.segments(g, c)
+    _, free = best.dp(seg)
+    assert any(v > 150 * 2 ** 20 for v in best.memory_of(seg, free).values())
+    e = best.exact(g, c, model="alexnet", solver="highs", time_limit=60)
+    assert e.status == "optimal" and e.report.memory_ok
+    assert verify(e.plan, net, x, g, c).ok
 
 
 def test_best_infeasible_when_nothing_fits(zoo):
@@ -82,14 +154,15 @@ def test_best_infeasible_when_nothing_fits(zoo):
     assert b.status == "infeasible" and "no candidate plan fits memory" in b.reason
 
 
-def test_cli_best_reports_the_lower_bound_and_refuses_exact(capsys):
+def test_cli_best_reports_the_lower_bound_heuristic_and_exact(capsys):
     import json
     from partopt.cli import main
     assert main(["solve", "lenet5", "--cluster", "pi4x2", "--method", "best", "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["method"] == "best" and 0 < rec["lower_bound_s"] <= rec["latency_s"]
-    assert main(["solve", "lenet5", "--cluster", "pi4x2", "--method", "best", "--exact"]) == 2
-    assert "no exact model" in capsys.readouterr().err
+    assert main(["solve", "lenet5", "--cluster", "pi4x2", "--method", "best", "--exact", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["status"] == "optimal" and rec["mode"] == "exact" and rec["lower_bound_s"] <= rec["latency_s"]
 
 
 # --- the lower bound ---------------------------------------------------------------------
@@ -114,14 +187,16 @@ def test_earliest_arrivals_shared_medium_gives_slots_to_the_fastest(zoo):
 @pytest.mark.parametrize("solver", ["highs"])
 def test_bound_never_above_the_exact_optima_on_tiny_instances(zoo, solver):
     """LeNet-5 on 2 and 3 devices: below the brute-force optimum of IOP (every pairing and channel
-    count), of DPFP's blockings, and of best's mixed-block family (brute-forced above)."""
+    count), of DPFP's blockings, and of best's segment plans."""
     net, x, g = zoo("lenet5")
     for c in (homogeneous(2, bandwidth_bytes_per_s=1e9, latency_s=1e-6, link="mesh"),
               heterogeneous([("a", 1e9, GiB), ("b", 3e9, GiB), ("c", 2e9, GiB)], 2e7, latency_s=1e-5)):
         lb = lower_bound(g, c).seconds
         assert lb <= iop.brute_force(g, c).report.latency_s * (1 + 1e-12)
         assert lb <= dpfp.brute_force(dpfp.problem(g, c))[0] * (1 + 1e-12)
-        assert lb <= best.mixed_blocks(g, c)[1] * (1 + 1e-12)
+        assert lb <= best.dp(best.segments(g, c))[0] * (1 + 1e-12)
+        tiny = _tiny()[2]
+        assert lower_bound(tiny, c).seconds <= best.brute_force(best.segments(tiny, c))[0] * (1 + 1e-12)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))

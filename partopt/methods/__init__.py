@@ -43,9 +43,10 @@ METHODS: dict[str, Method] = {
                    "NPTP: non-penetrative (guillotine) tiles by speed, best cut orientations "
                    "(exact: rectangles on a cell grid, CP-SAT/MILP)", options=("grid",), model=nptp.model),
     "ftp": Method("ftp", nptp.ftp, None, "DeepThings-style n x m tile grid, layer by layer"),
-    "best": Method("best", best.heuristic, None,
-                   "the fastest plan over every method's heuristic, device subsets and mixed fused blocks "
-                   "(no exact model yet)"),
+    "best": Method("best", best.heuristic, best.exact,
+                   "the fastest plan over every method's heuristic, device subsets and segment plans "
+                   "(exact: the segment model with memory, MILP/CP-SAT, against every heuristic plan)",
+                   model=best.model),
     "dn2pciot": Method("dn2pciot", dn2pciot.heuristic, dn2pciot.exact,
                        "DN2PCIoT: neuron groups of a small chain CNN on IoT devices, for inference rate or bytes "
                        "(exact: MILP/CP-SAT)", demo=False, options=("grouping", "objective"),

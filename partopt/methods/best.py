@@ -2,25 +2,39 @@
 
 Every other heuristic uses every device; on small or heterogeneous clusters leaving devices
 idle is often faster (a whole model on one fast device beats most splits over a slow shared
-radio). ``best`` searches, and prices every candidate with :func:`partopt.plan.evaluate`:
+radio). ``best`` prices every candidate with :func:`partopt.plan.evaluate` and keeps the
+fastest that fits memory:
 
 1. **Every method's heuristic** on the whole cluster (``single``, ``layerwise``, ``coedge``,
    ``fused``, ``dpfp``, ``iop``, ``nptp``, ``ftp``; and the DN2PCIoT family where the model
    is a chain it accepts of at most 10 MFLOP). So ``best`` is never slower than any of them.
 2. **The same splits on device subsets**: ``coedge``, ``nptp``, ``ftp``, ``iop`` and ``dpfp``
-   on the source plus its k-1 fastest peers, k = 1..n-1 (the source holds the input, so it
+   on the source plus its k-1 fastest peers, k = 2..n-1 (the source holds the input, so it
    stays in the sub-cluster), priced on the whole cluster.
-3. **Mixed receptive-field blocks** (:func:`mixed_blocks`): DPFP's master-centric blocks, but
-   each block picks its own device subset (the source with its k-1 fastest peers, or the k
-   fastest peers without the source, k = 1..n). A gather at the master ends every block, so a
-   plan's latency is the sum of its blocks' times and the DP over blockings and subsets is
-   exact for this family (``evaluate`` of the plan equals the DP's value; a test checks it).
-   On large graphs blocks span at most ``max_block_units`` units to keep the table small.
+3. **Segment plans** (:class:`Segments`): the op order is cut at *cut points* (where exactly
+   one tensor crosses, :func:`partopt.methods.dpfp.cut_points`) into units, and every run of
+   consecutive units (a *segment*) picks one *variant*:
 
-The result is the candidate with the lowest latency among those that fit memory;
-``plan.meta["origin"]`` says which, and ``plan.meta["candidates"]`` how many were priced.
-There is no exact model of this union yet (``--exact`` is refused): ``lower_bound_s``
-(:mod:`partopt.bounds`) says how far any plan could still be below it.
+   - ``one``: the whole segment on one device;
+   - ``fused``: one receptive-field block, output rows by speed over a device subset
+     (RFS/DPFP; spatial segments only);
+   - ``layers``: layer by layer, rows (or, on 1-row maps and FC layers, channels) by speed over
+     a device subset, halos exchanged between the subset's devices (CoEdge).
+
+   Subsets: the source with its k-1 fastest peers, or the k fastest peers without the source.
+   Every segment starts from its input whole on the *master* (the source) and ends with its
+   output gathered there, so a plan's latency is the sum of its segments' times
+   (:attr:`Variant.seconds`, priced by ``evaluate``'s own :class:`~partopt.plan.Schedule`) and
+   its memory is each device's weights summed over its segments plus the largest activation
+   set of one segment (:func:`partopt.plan.memory_terms`). :func:`dp` finds the fastest
+   segment plan ignoring memory; :func:`exact` solves the same choice with memory as a MILP
+   (CBC, HiGHS) or CP-SAT model (``formulations/best.tex``).
+
+The union ``best --exact`` is optimal over: the segment plans of item 3, and every plan of
+items 1 and 2. It does not contain: IOP pairs or NPTP/FTP tiles *inside* a segment plan
+(they enter only as whole plans of items 1-2), tilings other than those heuristics' own,
+row splits other than by speed, other device subsets than the prefixes above, holders other
+than the source between segments, nor DN2PCIoT neuron groups beyond its heuristics' plans.
 
 Example:
     >>> from partopt.cluster import preset
@@ -34,14 +48,17 @@ Example:
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..cluster import Cluster
-from ..errors import PartoptError
+from ..errors import PartoptError, SolverError
+from ..geometry import Box
 from ..graph import LayerGraph
-from ..plan import Plan, Stage, build_plan, evaluate
-from ..solvers import Solution
+from ..plan import Plan, Schedule, Stage, Task, build_plan, evaluate, gathered, memory_terms, route_stage
+from ..solvers import Solution, solve_cpsat, solve_milp
 from . import baselines, dn2pciot, dpfp, iop, nptp
+from .baselines import layer_stages, split_tasks
 
 WHOLE_CLUSTER: dict[str, Callable] = {
     "single": baselines.single, "layerwise": baselines.layerwise, "coedge": baselines.coedge,
@@ -55,6 +72,8 @@ SMALL_CHAIN_MAX_FLOPS = 1e7     # the DN2PCIoT family is for LeNet-sized chains 
 ON_SUBSETS: dict[str, Callable] = {
     "coedge": baselines.coedge, "nptp": nptp.heuristic, "ftp": nptp.ftp, "iop": iop.heuristic, "dpfp": dpfp.heuristic,
 }
+NS = 1e9        # CP-SAT states segment times in integer nanoseconds
+US = 1e6        # the MILP states them in microseconds (solver tolerances are absolute)
 
 
 def peers_by_speed(cluster: Cluster, source: str) -> list[str]:
@@ -64,45 +83,235 @@ def peers_by_speed(cluster: Cluster, source: str) -> list[str]:
                   key=lambda n: (-cluster.device(n).flops_per_s, rank[n]))
 
 
-def on_cluster(plan: Plan, graph: LayerGraph, cluster: Cluster, method: str) -> Plan:
-    """A plan found on a sub-cluster, re-routed and validated on the whole ``cluster``."""
-    stages = [Stage(list(s.ops), list(s.tasks), gather_to=s.gather_to) for s in plan.stages]
-    return build_plan(graph, cluster, stages, model=plan.model, method=method, source=plan.source, sink=plan.sink,
-                      meta=dict(plan.meta))
-
-
-def mixed_blocks(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
-                 max_block_units: Optional[int] = None) -> tuple[Plan, float]:
-    """The DP over blockings where every block picks its device subset (module doc, item 3).
-
-    Returns the plan and the DP's latency (seconds), which ``evaluate`` of the plan equals.
-    """
-    master = source or cluster.devices[0].name
+def device_subsets(cluster: Cluster, master: str) -> list[tuple[str, ...]]:
+    """The master with its k-1 fastest peers, and the k fastest peers without it (no repeats)."""
     peers = peers_by_speed(cluster, master)
-    subsets = [[master] + peers[:k] for k in range(len(peers) + 1)] + [peers[:k] for k in range(1, len(peers) + 1)]
+    out = [tuple([master] + peers[:k]) for k in range(len(peers) + 1)]
+    out += [tuple(peers[:k]) for k in range(1, len(peers) + 1)]
+    return list(dict.fromkeys(out))
+
+
+# ---------------------------------------------------------------------------------------
+# Segment plans: the problem statement
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Variant:
+    """Units ``i..j-1`` run as ``style`` on ``devices``: its stages (the last gathers at the
+    master), its time from input-at-master to output-at-master (seconds), the weight bytes
+    each device holds for it, and each device's largest activation bytes while it runs."""
+
+    i: int
+    j: int
+    style: str                      # one | fused | layers
+    devices: tuple[str, ...]
+    stages: list[Stage]
+    seconds: float
+    weights: dict[str, int]
+    act: dict[str, int]
+
+    @property
+    def label(self) -> str:
+        return f"{self.style} {self.i}..{self.j} on {','.join(self.devices)}"
+
+
+@dataclass
+class Segments:
+    """Units between cut points, the tensor entering each, and every priced variant."""
+
+    graph: LayerGraph
+    cluster: Cluster
+    master: str
+    units: list[list[str]]
+    inputs: list[str]
+    variants: list[Variant]
+
+    @property
+    def n(self) -> int:
+        return len(self.units)
+
+
+def _units(graph: LayerGraph) -> tuple[list[list[str]], list[str]]:
+    cuts = dpfp.cut_points(graph) + [len(graph.ops)]
+    names = [o.name for o in graph.ops]
+    units, inputs = [], []
+    for a, b in zip(cuts, cuts[1:]):
+        unit = names[a:b]
+        (crossing,) = {t for n in unit for t in graph.op[n].inputs if t not in unit}
+        units.append(unit)
+        inputs.append(crossing)
+    return units, inputs
+
+
+def _spatial(graph: LayerGraph, ops: list[str]) -> bool:
+    return all(graph.op[n].kind not in ("flatten", "linear") and graph.op[n].out_chw[1] > 1 for n in ops)
+
+
+def _price(graph: LayerGraph, cluster: Cluster, master: str, tensor: str, stages: list[Stage]):
+    """(seconds, weight bytes per device, peak activation bytes per device) of stages that read
+    ``tensor`` whole at ``master`` and end gathered at ``master``; plus the routed stages."""
+    holdings = {tensor: gathered(graph, tensor, master)}
+    routed = [route_stage(graph, s, holdings) for s in stages]
+    sch = Schedule(graph, cluster)
+    sch.ready[(tensor, master)] = 0.0
+    for k, s in enumerate(routed):
+        sch.run_stage(k, s)
+    seconds = sch.ready[(routed[-1].output, master)]
+    part = Plan("segment", tuple(graph.input_shape), cluster.to_dict(), "segment", master, master, routed, [])
+    terms = memory_terms(part, graph, start_tensor=tensor)
+    weights = {d: 0 for d in cluster.names}
+    for (d, _), b in terms.weights.items():
+        weights[d] += b
+    act = {d: max([terms.final_act.get(d, 0)] + [a[d] for a in terms.stage_act]) for d in cluster.names}
+    return seconds, weights, act
+
+
+def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
+             max_units: Optional[int] = None) -> Segments:
+    """Every variant of every segment (module doc, item 3), priced. ``max_units``: segments of
+    at most that many units (default: all when the model has at most 24 units, else 8)."""
+    master = source or cluster.devices[0].name
+    cluster.device(master)
+    units, inputs = _units(graph)
+    longest = max_units or (len(units) if len(units) <= 24 else 8)
+    layers = layer_stages(graph)
     speed = {d.name: d.flops_per_s for d in cluster.devices}
-    units, _, _ = dpfp._units(graph)
-    if max_block_units is None:
-        max_block_units = len(units) if len(units) <= 24 else 6
-    probs = [dpfp.problem(graph, cluster, master, shares={d: (speed[d] if d in s else 0.0) for d in speed},
-                          max_block_units=max_block_units) for s in subsets]
-    base = probs[0]
-    choice = {b: min(range(len(probs)), key=lambda k: probs[k].cost[b]) for b in base.cost}
-    mixed = dpfp.Problem(graph, cluster, master, base.units, base.inputs, base.tail, base.shares,
-                         {b: probs[k].cost[b] for b, k in choice.items()}, base.tail_s)
-    value, blocks = dpfp.dp(mixed)
-    stages = [dpfp.block_stage(probs[choice[b]], *b) for b in blocks]
-    if base.tail:
-        stages.append(dpfp.tail_stage(base))
-    meta = {"blocks": [list(b) for b in blocks],
-            "block_devices": [[d for d in speed if probs[choice[b]].shares[d] > 0] for b in blocks],
-            "master": master, "max_block_units": max_block_units}
-    plan = build_plan(graph, cluster, stages, model=model, method="best", source=master, sink=master, meta=meta)
-    return plan, value
+    subsets = device_subsets(cluster, master)
+    out: list[Variant] = []
+    for i in range(len(units)):
+        for j in range(i + 1, min(len(units), i + longest) + 1):
+            ops = [n for u in units[i:j] for n in u]
+            inside = set(ops)
+            full = Box.full(graph.tensor_chw(ops[-1]))
+            spatial = _spatial(graph, ops)
+            for devs in subsets:
+                shares = {d: (speed[d] if d in devs else 0.0) for d in speed}
+                if len(devs) == 1:
+                    options = [("one", [Stage(ops, [Task(devs[0], full)], gather_to=master)])]
+                else:
+                    options = []
+                    if spatial:
+                        options.append(("fused", [Stage(ops, split_tasks(graph, ops[-1], shares), gather_to=master)]))
+                    groups = [[n for n in layer if n in inside] for layer in layers]
+                    groups = [gr for gr in groups if gr]
+                    st = [Stage(gr, split_tasks(graph, gr[-1], shares)) for gr in groups]
+                    st[-1].gather_to = master
+                    options.append(("layers", st))
+                for style, stages in options:
+                    seconds, weights, act = _price(graph, cluster, master, inputs[i], stages)
+                    out.append(Variant(i, j, style, tuple(devs), stages, seconds, weights, act))
+    return Segments(graph, cluster, master, units, inputs, out)
 
 
-def _candidates(graph: LayerGraph, cluster: Cluster, model: str, source: Optional[str]):
-    """(origin, Solution or Plan) for every candidate of the module doc."""
+def dp(seg: Segments) -> tuple[float, list[int]]:
+    """The fastest segment plan, memory ignored: (seconds, indices of its variants in order)."""
+    best = [0.0] + [float("inf")] * seg.n
+    arg: list[Optional[int]] = [None] * (seg.n + 1)
+    for k, v in sorted(enumerate(seg.variants), key=lambda kv: kv[1].j):
+        if best[v.i] + v.seconds < best[v.j]:
+            best[v.j], arg[v.j] = best[v.i] + v.seconds, k
+    chosen, j = [], seg.n
+    while j > 0:
+        chosen.append(arg[j])
+        j = seg.variants[arg[j]].i
+    return best[seg.n], chosen[::-1]
+
+
+def plan_of(seg: Segments, chosen: list[int], *, model: str = "model", meta: Optional[dict] = None) -> Plan:
+    """The plan of variants ``chosen`` (indices, covering the units in order)."""
+    vs = [seg.variants[k] for k in chosen]
+    stages = [Stage(list(s.ops), list(s.tasks), gather_to=s.gather_to) for v in vs for s in v.stages]
+    m = {"segments": [v.label for v in vs], "master": seg.master, **(meta or {})}
+    return build_plan(seg.graph, seg.cluster, stages, model=model, method="best", source=seg.master,
+                      sink=seg.master, meta=m)
+
+
+def memory_of(seg: Segments, chosen: list[int]) -> dict[str, int]:
+    """Each device's peak bytes for variants ``chosen``: weights summed, activations maxed."""
+    vs = [seg.variants[k] for k in chosen]
+    return {d: sum(v.weights[d] for v in vs) + max(v.act[d] for v in vs) for d in seg.cluster.names}
+
+
+def brute_force(seg: Segments, limit: int = 200000) -> tuple[float, list[int]]:
+    """Every memory-feasible segment plan (for tests on tiny instances): (seconds, variants)."""
+    by_start: dict[int, list[int]] = {}
+    for k, v in enumerate(seg.variants):
+        by_start.setdefault(v.i, []).append(k)
+    best: tuple[float, list[int]] = (float("inf"), [])
+    seen = 0
+    cap = {d.name: d.memory_bytes for d in seg.cluster.devices}
+
+    def walk(i: int, path: list[int], t: float):
+        nonlocal best, seen
+        if i == seg.n:
+            seen += 1
+            if seen > limit:
+                raise SolverError(f"brute force would visit more than {limit} segment plans")
+            mem = memory_of(seg, path)
+            if t < best[0] and all(mem[d] <= cap[d] for d in cap):
+                best = (t, list(path))
+            return
+        for k in by_start.get(i, []):
+            walk(seg.variants[k].j, path + [k], t + seg.variants[k].seconds)
+
+    walk(0, [], 0.0)
+    return best
+
+
+# ---------------------------------------------------------------------------------------
+# The exact model over segment plans (formulations/best.tex)
+# ---------------------------------------------------------------------------------------
+def build_model(seg: Segments, solver: str = "highs"):
+    """Binaries ``x[k]`` (variant k chosen), flow over cut points, each device's weights plus
+    its largest chosen activation set within its memory; minimise the sum of segment times.
+    Returns (PuLP LpProblem or CP-SAT CpModel, x). Times: microseconds (MILP), integer
+    nanoseconds (CP-SAT); bytes as integers."""
+    V = range(len(seg.variants))
+    devs = seg.cluster.names
+    cap = {d.name: d.memory_bytes for d in seg.cluster.devices}
+    if solver == "cpsat":
+        from ortools.sat.python import cp_model
+        m = cp_model.CpModel()
+        x = [m.new_bool_var(f"x_{k}") for k in V]
+        for c in range(seg.n + 1):
+            rhs = 1 if c == 0 else (-1 if c == seg.n else 0)
+            m.add(sum(x[k] for k in V if seg.variants[k].i == c) - sum(x[k] for k in V if seg.variants[k].j == c) == rhs)
+        for d in devs:
+            top = max(v.act[d] for v in seg.variants)
+            peak = m.new_int_var(0, top, f"act_{d}")
+            for k in V:
+                if seg.variants[k].act[d]:
+                    m.add(peak >= seg.variants[k].act[d]).only_enforce_if(x[k])
+            m.add(sum(seg.variants[k].weights[d] * x[k] for k in V if seg.variants[k].weights[d]) + peak <= cap[d])
+        m.minimize(sum(round(seg.variants[k].seconds * NS) * x[k] for k in V))
+        return m, x
+    import pulp
+    prob = pulp.LpProblem("best_segments", pulp.LpMinimize)
+    x = [pulp.LpVariable(f"x_{k}", cat="Binary") for k in V]
+    prob += pulp.lpSum(seg.variants[k].seconds * US * x[k] for k in V)
+    for c in range(seg.n + 1):
+        rhs = 1 if c == 0 else (-1 if c == seg.n else 0)
+        prob += (pulp.lpSum(x[k] for k in V if seg.variants[k].i == c)
+                 - pulp.lpSum(x[k] for k in V if seg.variants[k].j == c) == rhs, f"flow_{c}")
+    for di, d in enumerate(devs):
+        peak = pulp.LpVariable(f"act_{di}", lowBound=0)
+        for k in V:
+            if seg.variants[k].act[d]:
+                prob += peak >= seg.variants[k].act[d] * x[k], f"act_{di}_{k}"
+        prob += (pulp.lpSum(seg.variants[k].weights[d] * x[k] for k in V if seg.variants[k].weights[d]) + peak
+                 <= cap[d], f"memory_{di}")
+    return prob, x
+
+
+def model(graph: LayerGraph, cluster: Cluster, *, solver: str = "highs", source: Optional[str] = None):
+    """The exact model over segment plans itself (PuLP or CP-SAT), for export."""
+    return build_model(segments(graph, cluster, source), solver)[0]
+
+
+# ---------------------------------------------------------------------------------------
+# The heuristic and the exact method
+# ---------------------------------------------------------------------------------------
+def _candidates(graph: LayerGraph, cluster: Cluster, model: str, source: Optional[str], seg: Optional[Segments]):
+    """(origin, Solution or Plan) for items 1-2 of the module doc, then the segment DP's plan."""
     master = source or cluster.devices[0].name
     for name, fn in WHOLE_CLUSTER.items():
         yield name, fn(graph, cluster, model=model, source=source)
@@ -110,24 +319,55 @@ def _candidates(graph: LayerGraph, cluster: Cluster, model: str, source: Optiona
         try:
             yield name, fn(graph, cluster, model=model, source=source)
         except PartoptError:
-            break       # not a small chain DN2PCIoT accepts
+            break       # not a chain DN2PCIoT accepts
     peers = peers_by_speed(cluster, master)
-    for k in range(1, len(cluster)):        # proper subsets: the source and its k-1 fastest peers
+    for k in range(2, len(cluster)):        # proper subsets: the source and its k-1 fastest peers
         names = [master] + peers[:k - 1]
         sub = cluster.subset([n for n in cluster.names if n in names])
         for name, fn in ON_SUBSETS.items():
-            if k == 1 and name != "coedge":
-                continue    # one device: every split is the same whole-model plan
             try:
                 sol = fn(graph, sub, model=model, source=master)
             except PartoptError:
                 continue
             if sol.plan is not None:
-                yield f"{name} on {','.join(names)}", on_cluster(sol.plan, graph, cluster, "best")
+                yield f"{name} on {','.join(names)}", _on_cluster(sol.plan, graph, cluster)
+    if seg is not None:
+        yield "segments", plan_of(seg, dp(seg)[1], model=model)
+
+
+def _on_cluster(plan: Plan, graph: LayerGraph, cluster: Cluster) -> Plan:
+    """A plan found on a sub-cluster, re-routed and validated on the whole ``cluster``."""
+    stages = [Stage(list(s.ops), list(s.tasks), gather_to=s.gather_to) for s in plan.stages]
+    return build_plan(graph, cluster, stages, model=plan.model, method="best", source=plan.source, sink=plan.sink,
+                      meta=dict(plan.meta))
+
+
+def _pick(graph, cluster, cands):
+    """The fastest candidate that fits memory (else the smallest shortfall): (origin, plan, report, n)."""
+    best, n = None, 0
+    for origin, cand in cands:
+        plan = cand.plan if isinstance(cand, Solution) else cand
+        if plan is None:
+            continue
+        n += 1
+        rep = cand.report if isinstance(cand, Solution) and cand.report is not None else evaluate(plan, graph, cluster)
+        key = (not rep.memory_ok, sum(rep.over_memory.values()), rep.latency_s)
+        # a later candidate must be faster beyond rounding, so ties keep the simpler, earlier plan
+        if best is None or key[:2] < best[0][:2] or (key[:2] == best[0][:2] and key[2] < best[0][2] * (1 - 1e-9)):
+            best = (key, origin, plan, rep)
+    return best[1], best[2], best[3], n
+
+
+def _segments_or_none(graph, cluster, source):
     try:
-        yield "mixed blocks", mixed_blocks(graph, cluster, model=model, source=source)[0]
+        return segments(graph, cluster, source)
     except PartoptError:
-        pass            # no spatial part to cut into blocks
+        return None
+
+
+def _relabel(plan: Plan, origin: str, n: int, extra: Optional[dict] = None) -> Plan:
+    return Plan(plan.model, plan.input_shape, plan.cluster, "best", plan.source, plan.sink, plan.stages, plan.final,
+                plan.seed, {**plan.meta, "origin": origin, "candidates": n, **(extra or {})})
 
 
 def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None
@@ -135,22 +375,69 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
     """The fastest plan that fits memory over every candidate (module doc); ``infeasible`` with
     the smallest shortfall when none fits."""
     t0 = time.perf_counter()
-    best = None             # (fits, latency, origin, plan, report)
-    n = 0
-    for origin, cand in _candidates(graph, cluster, model, source):
-        plan = cand.plan if isinstance(cand, Solution) else cand
-        if plan is None:
-            continue
-        n += 1
-        rep = cand.report if isinstance(cand, Solution) and cand.report is not None else evaluate(plan, graph, cluster)
-        key = (not rep.memory_ok, sum(rep.over_memory.values()) if not rep.memory_ok else 0, rep.latency_s)
-        # a later candidate must be faster beyond rounding, so ties keep the simpler, earlier plan
-        if best is None or key[:2] < best[0][:2] or (key[:2] == best[0][:2] and key[2] < best[0][2] * (1 - 1e-9)):
-            best = (key, origin, plan, rep)
-    key, origin, plan, rep = best
-    plan = Plan(plan.model, plan.input_shape, plan.cluster, "best", plan.source, plan.sink, plan.stages, plan.final,
-                plan.seed, {**plan.meta, "origin": origin, "candidates": n})
+    seg = _segments_or_none(graph, cluster, source)
+    origin, plan, rep, n = _pick(graph, cluster, _candidates(graph, cluster, model, source, seg))
+    plan = _relabel(plan, origin, n)
     if not rep.memory_ok:
         return Solution(plan, "infeasible", "best", solve_s=time.perf_counter() - t0, report=rep,
                         reason="no candidate plan fits memory; the closest: " + rep.infeasible_reason())
     return Solution(plan, "heuristic", "best", objective=rep.latency_s, solve_s=time.perf_counter() - t0, report=rep)
+
+
+def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
+          solver: str = "highs", time_limit: Optional[float] = 60.0, threads: Optional[int] = None) -> Solution:
+    """The optimum over the union of the module doc: the best segment plan with memory (MILP on
+    ``cbc``/``highs`` or CP-SAT), against every heuristic candidate, the faster kept.
+
+    Status ``optimal`` when the solver proved the segment model optimal (relative gap 1e-9;
+    MILP times in microseconds, CP-SAT in integer nanoseconds rounded per segment);
+    ``feasible`` at a time limit, with ``bound`` the smaller of the solver's bound and the best
+    candidate; ``infeasible`` when no plan of the union fits memory. ``objective`` is always
+    ``evaluate``'s latency of the returned plan (seconds)."""
+    t0 = time.perf_counter()
+    if solver not in ("cbc", "highs", "cpsat"):
+        raise SolverError(f"unknown solver {solver!r}; choose cbc, highs or cpsat")
+    seg = _segments_or_none(graph, cluster, source)
+    origin, plan, rep, n = _pick(graph, cluster, _candidates(graph, cluster, model, source, seg))
+    heur_ok = rep.memory_ok
+    status, bound, reason = "optimal", None, ""
+    if seg is not None:
+        prob, x = build_model(seg, solver)
+        if solver == "cpsat":
+            # warm start: the segment DP's plan if it fits memory
+            dp_val, dp_chosen = dp(seg)
+            mem = memory_of(seg, dp_chosen)
+            if all(mem[d.name] <= d.memory_bytes for d in cluster.devices):
+                for k in range(len(x)):
+                    prob.add_hint(x[k], int(k in dp_chosen))
+            res, s = solve_cpsat(prob, time_limit, threads, scale=NS)
+            chosen = [k for k in range(len(x)) if res.objective is not None and s.value(x[k])]
+        else:
+            res = solve_milp(prob, solver, time_limit, threads, gap_rel=1e-9)
+            chosen = [k for k in range(len(x)) if res.objective is not None and (x[k].value() or 0) > 0.5]
+            if res.objective is not None:
+                res.objective /= US
+                res.bound = res.bound / US if res.bound is not None else None
+        chosen.sort(key=lambda k: seg.variants[k].i)
+        if chosen:
+            sp = plan_of(seg, chosen, model=model)
+            srep = evaluate(sp, graph, cluster)
+            n += 1
+            if srep.memory_ok and (not heur_ok or srep.latency_s < rep.latency_s * (1 - 1e-9)):
+                origin, plan, rep, heur_ok = "segment model", sp, srep, True
+        if res.status == "optimal" or res.status == "infeasible":
+            status = "optimal"
+        else:
+            status = "feasible"
+            reason = f"the segment model stopped at the time limit ({res.status})"
+            seg_bound = res.bound if res.bound is not None else 0.0
+            bound = min(seg_bound, rep.latency_s) if heur_ok else seg_bound
+    plan = _relabel(plan, origin, n, {"solver": solver})
+    if not heur_ok:
+        return Solution(plan, "infeasible", "best", "exact", solve_s=time.perf_counter() - t0, solver=solver,
+                        report=rep, reason="no plan of the union fits memory; the closest: " + rep.infeasible_reason())
+    if status == "optimal":
+        bound = rep.latency_s
+    gap = None if bound is None else max(0.0, (rep.latency_s - bound) / rep.latency_s)
+    return Solution(plan, status, "best", "exact", objective=rep.latency_s, bound=bound, gap=gap,
+                    solve_s=time.perf_counter() - t0, solver=solver, report=rep, reason=reason)

@@ -251,7 +251,7 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
 def fused(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None) -> Solution:
     """DeepThings-style baseline: the whole spatial part as one fused block (RFS, one scatter, one gather)."""
     t0 = time.perf_counter()
-    p = problem(graph, cluster, source)
+    p = problem(graph, cluster, source, max_block_units=1)    # the one block is priced by evaluate, not the table
     return _finish(p, [(0, p.n)], "fused", model, t0)
 
 
