@@ -53,6 +53,7 @@ import csv
 import inspect
 import json
 import os
+import socket
 import time
 import tomllib
 import traceback
@@ -67,7 +68,7 @@ SOLVERS = ("cbc", "highs", "cpsat")
 FIELDS = ["key", "model", "cluster", "n_devices", "n_ops", "size", "method", "mode", "solver", "options",
           "time_limit_s", "status", "reason", "objective", "bound", "gap", "twin_objective", "heuristic_gap",
           "latency_s", "throughput_per_s", "peak_memory_bytes", "comm_bytes", "solve_s", "verified",
-          "max_rel_err", "lower_bound_s", "plan_file"]
+          "max_rel_err", "lower_bound_s", "host", "plan_file"]
 
 
 @dataclass(frozen=True)
@@ -253,9 +254,11 @@ def _default(fn, name: str) -> Any:
     return inspect.signature(fn).parameters[name].default
 
 
-def run_instance(inst: Instance) -> dict[str, Any]:
+def run_instance(inst: Instance, save_plan: bool = True) -> dict[str, Any]:
     """Solve one instance (and verify its plan); return its CSV row. Bad input raises; an
-    infeasible instance or a solver time-out is a row with that status."""
+    infeasible instance or a solver time-out is a row with that status. ``save_plan=False``
+    (a remote worker, whose disk is not the client's): the plan's JSON travels in the row's
+    ``_plan`` and the caller writes it to ``plan_file``."""
     import torch
     from .cluster import PRESETS, load_cluster
     from .graph import LayerGraph
@@ -291,13 +294,15 @@ def run_instance(inst: Instance) -> dict[str, Any]:
                                                           and sol.status != "infeasible") else None
     plan_file = ""
     if inst.plan_dir and sol.plan is not None and sol.status != "infeasible":
-        os.makedirs(inst.plan_dir, exist_ok=True)
+        if save_plan:
+            os.makedirs(inst.plan_dir, exist_ok=True)
         stem = f"{inst.model}_{inst.cluster}_{inst.method}_{inst.mode}_{inst.solver or '-'}"
         if inst.options:               # instances that differ only in options keep their own files
             import hashlib
             stem += "_" + hashlib.sha1(json.dumps(dict(inst.options), sort_keys=True).encode()).hexdigest()[:8]
         plan_file = os.path.join(inst.plan_dir, stem.replace("/", "_").replace(os.sep, "_") + ".json")
-        sol.plan.save(plan_file)
+        if save_plan:
+            sol.plan.save(plan_file)
     grid = None
     if inst.mode == "exact" and "grid" in meth.options:      # the tile model's size: its grid, or the default
         grid = opts.get("grid") or _default(meth.exact, "grid")
@@ -315,15 +320,17 @@ def run_instance(inst: Instance) -> dict[str, Any]:
         "comm_bytes": r.comm_bytes if r else "", "solve_s": f"{sol.solve_s:.4f}",
         "verified": "" if ver is None else ver.ok, "max_rel_err": "" if ver is None else f"{ver.max_rel_err:.3g}",
         "lower_bound_s": _num(lower_bound(graph, cluster, source=sol.plan.source if sol.plan else None).seconds),
+        "host": socket.gethostname(),
         "plan_file": os.path.relpath(plan_file, os.path.dirname(inst.plan_dir)) if plan_file else "",
+        **({} if save_plan or not plan_file else {"_plan": sol.plan.to_dict()}),
     }
 
 
-def _safe_run(inst: Instance) -> dict[str, Any]:
+def _safe_run(inst: Instance, save_plan: bool = True) -> dict[str, Any]:
     """:func:`run_instance` in a worker: an unexpected failure becomes an ``error`` row, so one
     broken instance does not stop a long sweep (the row says what went wrong; a rerun retries it)."""
     try:
-        return run_instance(inst)
+        return run_instance(inst, save_plan)
     except Exception as e:   # noqa: BLE001 - reported in the row, never swallowed silently
         last = traceback.format_exception_only(type(e), e)[-1].strip()
         return {"key": inst.key, "model": inst.model, "cluster": inst.cluster, "method": inst.method,
@@ -357,17 +364,43 @@ class BenchResult:
     wall_s: float
 
 
+def _dask_client(address: str, timeout_s: float = 10.0):
+    """A distributed.Client on the scheduler at ``address`` (tcp://HOST:PORT)."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise PartoptError("--scheduler needs dask.distributed: pip install 'partopt[dask]'") from None
+    try:
+        return Client(address, timeout=timeout_s, set_as_default=False)
+    except (OSError, TimeoutError) as e:
+        raise PartoptError(f"cannot reach the dask scheduler at {address!r}: {e}") from None
+
+
+def _dask_failure(inst: "Instance", e: BaseException) -> dict[str, Any]:
+    """The error row of an instance whose task the cluster lost (a worker died, say)."""
+    why = traceback.format_exception_only(type(e), e)[-1].strip()
+    return {"key": inst.key, "model": inst.model, "cluster": inst.cluster, "method": inst.method,
+            "mode": inst.mode, "solver": inst.solver or "", "status": "error", "reason": f"dask: {why}"}
+
+
 def run_bench(cfg: BenchConfig, jobs: int = 1, resume: bool = True, progress: bool = True,
-              limit: Optional[int] = None) -> BenchResult:
+              limit: Optional[int] = None, scheduler: Optional[str] = None,
+              scheduler_timeout_s: float = 10.0) -> BenchResult:
     """Run every instance of ``cfg`` not yet in its CSV; append rows as they finish.
 
     ``jobs`` processes solve instances side by side (each solver with ``cfg.threads`` threads;
-    solve times measured with jobs > cores are inflated). ``resume=False`` starts the CSV anew.
-    ``limit`` stops after that many new instances (for trying a config). Instances that raise
-    are reported in ``errors`` (not written), so a rerun retries them.
+    solve times measured with jobs > cores are inflated). ``scheduler`` (``tcp://HOST:PORT``)
+    sends every instance as a task to that Dask distributed cluster instead; this process only
+    writes the rows as results return (``jobs`` is then ignored), and a task the cluster loses
+    (its worker died more often than the scheduler retries) is an error, retried by the next
+    run (``scheduler_timeout_s``: how long to try to reach the scheduler). ``resume=False``
+    starts the CSV anew. ``limit`` stops after that many new instances
+    (for trying a config). Instances that raise are reported in ``errors`` (not written), so a
+    rerun retries them.
     """
     if jobs < 1:
         raise PartoptError(f"--jobs must be >= 1, got {jobs}")
+    client = _dask_client(scheduler, scheduler_timeout_s) if scheduler else None
     os.makedirs(os.path.dirname(os.path.abspath(cfg.out)), exist_ok=True)
     todo = instances(cfg)
     kept = read_rows(cfg.out) if resume else []
@@ -388,6 +421,12 @@ def run_bench(cfg: BenchConfig, jobs: int = 1, resume: bool = True, progress: bo
         task = bar.add_task(cfg.name, total=len(pending), last="")
 
         def take(row: dict[str, Any]) -> None:
+            plan = row.pop("_plan", None)
+            if plan is not None:        # from a remote worker: the plan file is written here
+                path = os.path.join(os.path.dirname(os.path.abspath(cfg.out)), row["plan_file"])
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w") as pf:
+                    json.dump(plan, pf, indent=1)
             if row["status"] == "error":
                 errors.append(row)
             else:
@@ -396,7 +435,21 @@ def run_bench(cfg: BenchConfig, jobs: int = 1, resume: bool = True, progress: bo
             bar.update(task, advance=1, last=f"{row['method']} {row['mode']} {row.get('solver', '')} "
                                              f"{row['model']}: {row['status']}")
 
-        if jobs == 1:
+        if client is not None:
+            from distributed import as_completed as dask_completed
+            futs = client.map(_safe_run, pending, save_plan=False, pure=False,
+                              key=[f"partopt-{i.key}" for i in pending])
+            by_key = {f.key: inst for f, inst in zip(futs, pending)}
+            try:
+                for fut in dask_completed(futs, loop=client.loop):
+                    try:
+                        take(fut.result())
+                    except Exception as e:   # noqa: BLE001 - the cluster lost the task: an error row
+                        take(_dask_failure(by_key[fut.key], e))
+            finally:
+                client.cancel(futs)
+                client.close()
+        elif jobs == 1:
             for inst in pending:
                 take(_safe_run(inst))
         else:

@@ -285,7 +285,8 @@ def cmd_bench(args) -> int:
         for i in instances(cfg):
             print(i.key)
         return 0
-    res = run_bench(cfg, jobs=args.jobs, resume=not args.fresh, progress=not args.quiet, limit=args.limit)
+    res = run_bench(cfg, jobs=args.jobs, resume=not args.fresh, progress=not args.quiet, limit=args.limit,
+                    scheduler=args.scheduler)
     print(f"{cfg.name}: {res.computed} rows computed, {res.skipped} found from earlier runs, "
           f"{len(res.errors)} failed, {res.wall_s:.1f} s; rows in {res.path}")
     for e in res.errors:
@@ -457,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--list", action="store_true", help="print the instances' keys and exit")
     b.add_argument("--report", metavar="DIR", help="then write the report (tables, figures) into DIR")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="run the instances on this Dask distributed cluster (dask scheduler / dask worker, or "
+                        "dask-jobqueue); rows are still written here")
     b.set_defaults(fn=cmd_bench)
 
     rp = sub.add_parser("report", help="tables (Markdown, LaTeX) and figures from a bench CSV")

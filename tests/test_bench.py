@@ -141,10 +141,10 @@ def test_a_failing_instance_is_reported_not_written(tmp_path, monkeypatch):
                       methods=[MethodSpec("coedge", modes=("heuristic",)), MethodSpec("single", modes=("heuristic",))])
     real = bench.run_instance
 
-    def flaky(inst):
+    def flaky(inst, *args):
         if inst.method == "single":
             raise RuntimeError("boom")
-        return real(inst)
+        return real(inst, *args)
     monkeypatch.setattr(bench, "run_instance", flaky)
     res = run_bench(cfg, progress=False)
     assert res.computed == 1 and len(res.errors) == 1 and "boom" in res.errors[0]["reason"]

@@ -19,7 +19,9 @@ fastest that fits memory:
    - ``fused``: one receptive-field block, output rows by speed over a device subset
      (RFS/DPFP; spatial segments only);
    - ``layers``: layer by layer, rows (or, on 1-row maps and FC layers, channels) by speed over
-     a device subset, halos exchanged between the subset's devices (CoEdge).
+     a device subset, halos exchanged between the subset's devices (CoEdge);
+   - ``rows`` (``--exact`` only): one fused block with DPFP's optimal integer rows over the
+     cluster in its device order (a device may get none), so DPFP's exact family is inside.
 
    Subsets: the source with its k-1 fastest peers, or the k fastest peers without the source.
    Every segment starts from its input whole on the *master* (the source) and ends with its
@@ -33,8 +35,9 @@ fastest that fits memory:
 The union ``best --exact`` is optimal over: the segment plans of item 3, and every plan of
 items 1 and 2. It does not contain: IOP pairs or NPTP/FTP tiles *inside* a segment plan
 (they enter only as whole plans of items 1-2), tilings other than those heuristics' own,
-row splits other than by speed, other device subsets than the prefixes above, holders other
-than the source between segments, nor DN2PCIoT neuron groups beyond its heuristics' plans.
+layer-by-layer row splits other than by speed, integer rows in another device order, other
+device subsets than the prefixes above, holders other than the source between segments, nor
+DN2PCIoT neuron groups beyond its heuristics' plans.
 
 Example:
     >>> from partopt.cluster import preset
@@ -47,6 +50,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -124,6 +128,8 @@ class Segments:
     units: list[list[str]]
     inputs: list[str]
     variants: list[Variant]
+    rows_proven: bool = True        # every ``rows`` variant's integer rows proven optimal
+    lower: Optional[dict[int, float]] = None    # variant index -> proven lower bound (s), where not proven
 
     @property
     def n(self) -> int:
@@ -166,9 +172,16 @@ def _price(graph: LayerGraph, cluster: Cluster, master: str, tensor: str, stages
 
 
 def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
-             max_units: Optional[int] = None) -> Segments:
+             max_units: Optional[int] = None, rows: str = "speed", row_solver: str = "cpsat",
+             block_time_limit: Optional[float] = 30.0) -> Segments:
     """Every variant of every segment (module doc, item 3), priced. ``max_units``: segments of
-    at most that many units (default: all when the model has at most 24 units, else 8)."""
+    at most that many units (default: all when the model has at most 24 units, else 8).
+
+    ``rows="optimal"`` adds, for every spatial segment, the ``rows`` variant: one fused block
+    with DPFP's optimal integer rows over the whole cluster in its device order
+    (:func:`partopt.methods.dpfp.problem` with ``rows="optimal"``, one block model per segment
+    on ``row_solver`` with ``block_time_limit`` seconds), so DPFP's exact family is inside the
+    union."""
     master = source or cluster.devices[0].name
     cluster.device(master)
     units, inputs = _units(graph)
@@ -199,7 +212,31 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
                 for style, stages in options:
                     seconds, weights, act = _price(graph, cluster, master, inputs[i], stages)
                     out.append(Variant(i, j, style, tuple(devs), stages, seconds, weights, act))
-    return Segments(graph, cluster, master, units, inputs, out)
+    seg = Segments(graph, cluster, master, units, inputs, out)
+    if rows == "optimal":
+        _add_row_variants(seg, row_solver, block_time_limit)
+    elif rows != "speed":
+        raise PartoptError(f"rows must be 'speed' or 'optimal', not {rows!r}")
+    return seg
+
+
+def _add_row_variants(seg: Segments, solver: str, block_time_limit: Optional[float]) -> None:
+    """DPFP's blocks with optimal integer rows as ``rows`` variants (its spatial units are the
+    first units of ``seg``: both cut at the same cut points)."""
+    try:
+        p = dpfp.problem(seg.graph, seg.cluster, seg.master, rows="optimal", block_time_limit=block_time_limit,
+                         row_solver=solver)
+    except PartoptError:
+        return          # no spatial part
+    assert p.units == seg.units[:p.n]
+    seg.lower = {}
+    for (i, j), rows_of in p.segments.items():
+        stage = dpfp.block_stage(p, i, j)
+        seconds, weights, act = _price(seg.graph, seg.cluster, seg.master, seg.inputs[i], [stage])
+        devs = tuple(d for d in seg.cluster.names if d in rows_of and rows_of[d][1] > rows_of[d][0])
+        seg.variants.append(Variant(i, j, "rows", devs, [stage], seconds, weights, act))
+        seg.lower[len(seg.variants) - 1] = min(seconds, p.lower[(i, j)])
+    seg.rows_proven = p.rows_proven
 
 
 def dp(seg: Segments) -> tuple[float, list[int]]:
@@ -358,9 +395,9 @@ def _pick(graph, cluster, cands):
     return best[1], best[2], best[3], n
 
 
-def _segments_or_none(graph, cluster, source):
+def _segments_or_none(graph, cluster, source, **kw):
     try:
-        return segments(graph, cluster, source)
+        return segments(graph, cluster, source, **kw)
     except PartoptError:
         return None
 
@@ -385,19 +422,24 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
 
 
 def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
-          solver: str = "highs", time_limit: Optional[float] = 60.0, threads: Optional[int] = None) -> Solution:
+          solver: str = "highs", time_limit: Optional[float] = 60.0, threads: Optional[int] = None,
+          block_time_limit: Optional[float] = 30.0) -> Solution:
     """The optimum over the union of the module doc: the best segment plan with memory (MILP on
-    ``cbc``/``highs`` or CP-SAT), against every heuristic candidate, the faster kept.
+    ``cbc``/``highs`` or CP-SAT), DPFP's optimal-row blocks among its variants (one block model
+    per spatial segment on the same ``solver``, ``block_time_limit`` seconds each), against
+    every heuristic candidate, the faster kept.
 
     Status ``optimal`` when the solver proved the segment model optimal (relative gap 1e-9;
-    MILP times in microseconds, CP-SAT in integer nanoseconds rounded per segment);
-    ``feasible`` at a time limit, with ``bound`` the smaller of the solver's bound and the best
-    candidate; ``infeasible`` when no plan of the union fits memory. ``objective`` is always
-    ``evaluate``'s latency of the returned plan (seconds)."""
+    MILP times in microseconds, CP-SAT in integer nanoseconds rounded per segment) and every
+    block's rows were proven; ``feasible`` otherwise, with ``bound`` the smaller of the best
+    candidate's latency and the solver's bound (or, with unproven rows, the memory-free DP over
+    the blocks' proven lower bounds); ``infeasible`` when no plan of the union fits memory.
+    ``objective`` is always ``evaluate``'s latency of the returned plan (seconds)."""
     t0 = time.perf_counter()
     if solver not in ("cbc", "highs", "cpsat"):
         raise SolverError(f"unknown solver {solver!r}; choose cbc, highs or cpsat")
-    seg = _segments_or_none(graph, cluster, source)
+    seg = _segments_or_none(graph, cluster, source, rows="optimal", row_solver=solver,
+                            block_time_limit=block_time_limit)
     origin, plan, rep, n = _pick(graph, cluster, _candidates(graph, cluster, model, source, seg))
     heur_ok = rep.memory_ok
     status, bound, reason = "optimal", None, ""
@@ -425,12 +467,17 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
             n += 1
             if srep.memory_ok and (not heur_ok or srep.latency_s < rep.latency_s * (1 - 1e-9)):
                 origin, plan, rep, heur_ok = "segment model", sp, srep, True
-        if res.status == "optimal" or res.status == "infeasible":
+        if res.status in ("optimal", "infeasible") and seg.rows_proven:
             status = "optimal"
         else:
             status = "feasible"
-            reason = f"the segment model stopped at the time limit ({res.status})"
-            seg_bound = res.bound if res.bound is not None else 0.0
+            if not seg.rows_proven:
+                reason = "some blocks' integer rows were not proven optimal within block_time_limit"
+                low = [dataclasses.replace(v, seconds=seg.lower.get(k, v.seconds)) for k, v in enumerate(seg.variants)]
+                seg_bound = dp(dataclasses.replace(seg, variants=low))[0]
+            else:
+                reason = f"the segment model stopped at the time limit ({res.status})"
+                seg_bound = res.bound if res.bound is not None else 0.0
             bound = min(seg_bound, rep.latency_s) if heur_ok else seg_bound
     plan = _relabel(plan, origin, n, {"solver": solver})
     if not heur_ok:
