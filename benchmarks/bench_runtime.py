@@ -97,6 +97,18 @@ def ranking(rows: list[dict], band: float = 1.25) -> dict:
     return out
 
 
+def per_cluster(rows: list[dict]) -> list[list]:
+    """Per model and cluster: plans, verified, ratio median and min-max, tau, clear pairs, and
+    the clear pairs flipped (the summary's table; the README's too)."""
+    out = []
+    for (model, cluster), g in ranking(rows).items():
+        rs = [float(r["ratio"]) for r in rows if (r["model"], r["cluster"]) == (model, cluster)]
+        ok = sum(str(r["ok"]) == "True" for r in rows if (r["model"], r["cluster"]) == (model, cluster))
+        out.append([model, cluster, len(rs), ok, f"{statistics.median(rs):.2f}", f"{min(rs):.2f}-{max(rs):.2f}",
+                    f"{g['tau']:.2f}", g["clear"], ", ".join(g["clear_flipped"]) or "none"])
+    return out
+
+
 def summarise(rows: list[dict], scale: float, path: str) -> None:
     """Write the text summary (ratios, ranking agreement, one table row per plan) to ``path``."""
     ratios = [float(r["ratio"]) for r in rows]
@@ -116,12 +128,7 @@ def summarise(rows: list[dict], scale: float, path: str) -> None:
               "other order):", "",
               "| model | cluster | plans | verified | ratio median | ratio min-max | tau | clear pairs | "
               "clear pairs flipped |", "|---|---|---|---|---|---|---|---|---|"]
-    for (model, cluster), g in ranking(rows).items():
-        rs = [float(r["ratio"]) for r in rows if (r["model"], r["cluster"]) == (model, cluster)]
-        ok = sum(str(r["ok"]) == "True" for r in rows if (r["model"], r["cluster"]) == (model, cluster))
-        lines.append(f"| {model} | {cluster} | {len(rs)} | {ok} | {statistics.median(rs):.2f} | "
-                     f"{min(rs):.2f}-{max(rs):.2f} | {g['tau']:.2f} | {g['clear']} | "
-                     f"{', '.join(g['clear_flipped']) or 'none'} |")
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in per_cluster(rows)]
     lines += ["", "| model | cluster | method | ok | rel err | measured s | predicted s | ratio | compute ratio (min-max) |",
               "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['cluster']} | {r['method']} | {r['ok']} | {r['max_rel_err']} | {r['latency_s']} | "

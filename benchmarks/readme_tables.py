@@ -55,19 +55,16 @@ def _table(cols: list[str], rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _models_in_order(rows: list[dict]) -> list[str]:
-    seen: list[str] = []
-    for r in rows:
-        if r["model"] not in seen:
-            seen.append(r["model"])
-    return seen
+def _in_order(values) -> list[str]:
+    """The distinct ``values`` in order of first appearance."""
+    return list(dict.fromkeys(values))
 
 
 def iop_gap() -> str:
     """IOP greedy against the exact optimum, per model and memory regime (iop_gap.csv)."""
     rows = _rows("iop_gap.csv")
     out = []
-    for m in _models_in_order(rows):
+    for m in _in_order(r["model"] for r in rows):
         for mem in ("roomy", "tight"):
             rs = [r for r in rows if r["model"] == m and r["memory"] == mem]
             both = [r for r in rs if r["greedy_latency_s"] and r["exact_latency_s"]]
@@ -98,7 +95,7 @@ def dpfp_gap() -> str:
     """DPFP (speed-proportional rows) against the exact row model, per model."""
     rows = _rows("dpfp_gap.csv") + _rows("dpfp_gap_large.csv")
     out = []
-    for m in _models_in_order(rows):
+    for m in _in_order(r["model"] for r in rows):
         rs = [r for r in rows if r["model"] == m]
         gaps = [_gap_pct(r["dpfp_latency_s"], r["exact_latency_s"]) for r in rs if r["exact_status"] == "optimal"]
         ts = [float(r["exact_solve_s"]) for r in rs]
@@ -113,7 +110,7 @@ def nptp_gap() -> str:
     """NPTP grid heuristic against the tile-model optimum, and both plans priced by evaluate."""
     rows = _rows("nptp_gap.csv")
     out = []
-    for c in _models_in_order([{"model": r["cluster"]} for r in rows]):
+    for c in _in_order(r["cluster"] for r in rows):
         rs = [r for r in rows if r["cluster"] == c]
         gaps = [_gap_pct(r["heur_tile_s"], r["exact_tile_s"]) for r in rs if r["status"] == "optimal"]
         ev = [(float(r["exact_eval_s"]) - float(r["heur_eval_s"])) / float(r["heur_eval_s"]) for r in rs]
@@ -134,17 +131,9 @@ def default_solvers() -> str:
 
 
 def runtime() -> str:
-    from bench_runtime import ranking
-    rows = _rows("runtime.csv")
-    out = []
-    for (model, cluster), g in ranking(rows).items():
-        rs = [r for r in rows if (r["model"], r["cluster"]) == (model, cluster)]
-        ratios = [float(r["ratio"]) for r in rs]
-        out.append([model, cluster, len(rs), sum(r["ok"] == "True" for r in rs), f"{statistics.median(ratios):.2f}",
-                    f"{min(ratios):.2f}-{max(ratios):.2f}", f"{g['tau']:.2f}", g["clear"],
-                    ", ".join(g["clear_flipped"]) or "none"])
+    from bench_runtime import per_cluster
     return _table(["model", "cluster", "plans", "verified", "ratio median", "ratio min-max", "tau", "clear pairs",
-                   "clear pairs flipped"], out)
+                   "clear pairs flipped"], per_cluster(_rows("runtime.csv")))
 
 
 def core() -> str:
@@ -158,8 +147,8 @@ def dn2pciot() -> str:
     solvers, with ``optimal`` or the tightest proven upper bound on the rate."""
     rows = _rows("dn2pciot.csv")
     out = []
-    for grouping in _models_in_order([{"model": r["grouping"]} for r in rows]):
-        for setup in _models_in_order([{"model": r["setup"]} for r in rows if r["grouping"] == grouping]):
+    for grouping in _in_order(r["grouping"] for r in rows):
+        for setup in _in_order(r["setup"] for r in rows if r["grouping"] == grouping):
             rs = {r["method"]: r for r in rows if (r["grouping"], r["setup"]) == (grouping, setup)}
 
             def rate(r):
@@ -187,7 +176,7 @@ def best_summary() -> str:
     """best against the fastest other heuristic and the lower bound, per cluster (best.csv)."""
     rows = _rows("best.csv")
     out = []
-    for c in _models_in_order([{"model": r["cluster"]} for r in rows]):
+    for c in _in_order(r["cluster"] for r in rows):
         rs = [r for r in rows if r["cluster"] == c and r["best_s"]]
         speed = [float(r["best_other_s"]) / float(r["best_s"]) for r in rs if r["best_other_s"]]
         ratio = [float(r["best_over_bound"]) for r in rs]

@@ -332,9 +332,14 @@ def _safe_run(inst: Instance, save_plan: bool = True) -> dict[str, Any]:
     try:
         return run_instance(inst, save_plan)
     except Exception as e:   # noqa: BLE001 - reported in the row, never swallowed silently
-        last = traceback.format_exception_only(type(e), e)[-1].strip()
-        return {"key": inst.key, "model": inst.model, "cluster": inst.cluster, "method": inst.method,
-                "mode": inst.mode, "solver": inst.solver or "", "status": "error", "reason": last}
+        return _error_row(inst, e)
+
+
+def _error_row(inst: Instance, e: BaseException, where: str = "") -> dict[str, Any]:
+    """The ``error`` row of an instance that raised (``where``: a prefix for the reason)."""
+    last = traceback.format_exception_only(type(e), e)[-1].strip()
+    return {"key": inst.key, "model": inst.model, "cluster": inst.cluster, "method": inst.method,
+            "mode": inst.mode, "solver": inst.solver or "", "status": "error", "reason": where + last}
 
 
 def read_rows(path: str) -> list[dict[str, str]]:
@@ -374,13 +379,6 @@ def _dask_client(address: str, timeout_s: float = 10.0):
         return Client(address, timeout=timeout_s, set_as_default=False)
     except (OSError, TimeoutError) as e:
         raise PartoptError(f"cannot reach the dask scheduler at {address!r}: {e}") from None
-
-
-def _dask_failure(inst: "Instance", e: BaseException) -> dict[str, Any]:
-    """The error row of an instance whose task the cluster lost (a worker died, say)."""
-    why = traceback.format_exception_only(type(e), e)[-1].strip()
-    return {"key": inst.key, "model": inst.model, "cluster": inst.cluster, "method": inst.method,
-            "mode": inst.mode, "solver": inst.solver or "", "status": "error", "reason": f"dask: {why}"}
 
 
 def run_bench(cfg: BenchConfig, jobs: int = 1, resume: bool = True, progress: bool = True,
@@ -445,7 +443,7 @@ def run_bench(cfg: BenchConfig, jobs: int = 1, resume: bool = True, progress: bo
                     try:
                         take(fut.result())
                     except Exception as e:   # noqa: BLE001 - the cluster lost the task: an error row
-                        take(_dask_failure(by_key[fut.key], e))
+                        take(_error_row(by_key[fut.key], e, "dask: "))
             finally:
                 client.cancel(futs)
                 client.close()

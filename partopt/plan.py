@@ -586,17 +586,28 @@ class Schedule:
         return max(arr.get(sink, 0.0), self.ready.get((output, sink), 0.0))
 
 
-def stage_span(graph: LayerGraph, cluster: Cluster, stage: Stage, holder: str) -> float:
-    """Seconds from the moment ``holder`` alone holds all of the stage's inputs (everything idle)
-    until the stage is done: its output gathered at ``stage.gather_to`` if set, else the last
-    task finished. ``stage`` must be routed (see :func:`route_stage`)."""
+def stages_span(graph: LayerGraph, cluster: Cluster, stages: list[Stage], holder: str) -> float:
+    """Seconds from the moment ``holder`` alone holds every tensor the run of ``stages`` reads
+    from outside it (everything idle) until the run is done: the last stage's output gathered at
+    its ``gather_to`` if set, else its last task finished. ``stages`` must be routed, in order
+    (see :func:`route_stage`)."""
     sch = Schedule(graph, cluster)
-    for tensor in {t.tensor for t in stage.transfers} | {t for d in task_needs(graph, stage).values() for t in d}:
-        sch.ready[(tensor, holder)] = 0.0
-    sch.run_stage(0, stage)
-    if stage.gather_to:
-        return sch.ready[(stage.output, stage.gather_to)]
+    made = {s.output for s in stages}
+    for s in stages:
+        for tensor in {t.tensor for t in s.transfers} | {t for d in task_needs(graph, s).values() for t in d}:
+            if tensor not in made:
+                sch.ready[(tensor, holder)] = 0.0
+    for k, s in enumerate(stages):
+        sch.run_stage(k, s)
+    last = stages[-1]
+    if last.gather_to:
+        return sch.ready[(last.output, last.gather_to)]
     return max(sch.dev_free.values())
+
+
+def stage_span(graph: LayerGraph, cluster: Cluster, stage: Stage, holder: str) -> float:
+    """:func:`stages_span` of one routed stage."""
+    return stages_span(graph, cluster, [stage], holder)
 
 
 def evaluate(plan: Plan, graph: LayerGraph, cluster: Cluster) -> Report:

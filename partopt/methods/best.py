@@ -59,7 +59,7 @@ from ..cluster import Cluster
 from ..errors import PartoptError, SolverError
 from ..geometry import Box
 from ..graph import LayerGraph
-from ..plan import Plan, Schedule, Stage, Task, build_plan, evaluate, gathered, memory_terms, route_stage
+from ..plan import Plan, Stage, Task, build_plan, evaluate, gathered, memory_terms, route_stage, stages_span
 from ..solvers import Solution, solve_cpsat, solve_milp
 from . import baselines, dn2pciot, dpfp, iop, nptp
 from .baselines import layer_stages, split_tasks
@@ -136,32 +136,12 @@ class Segments:
         return len(self.units)
 
 
-def _units(graph: LayerGraph) -> tuple[list[list[str]], list[str]]:
-    cuts = dpfp.cut_points(graph) + [len(graph.ops)]
-    names = [o.name for o in graph.ops]
-    units, inputs = [], []
-    for a, b in zip(cuts, cuts[1:]):
-        unit = names[a:b]
-        (crossing,) = {t for n in unit for t in graph.op[n].inputs if t not in unit}
-        units.append(unit)
-        inputs.append(crossing)
-    return units, inputs
-
-
-def _spatial(graph: LayerGraph, ops: list[str]) -> bool:
-    return all(graph.op[n].kind not in ("flatten", "linear") and graph.op[n].out_chw[1] > 1 for n in ops)
-
-
 def _price(graph: LayerGraph, cluster: Cluster, master: str, tensor: str, stages: list[Stage]):
     """(seconds, weight bytes per device, peak activation bytes per device) of stages that read
-    ``tensor`` whole at ``master`` and end gathered at ``master``; plus the routed stages."""
+    ``tensor`` whole at ``master`` and end gathered at ``master``."""
     holdings = {tensor: gathered(graph, tensor, master)}
     routed = [route_stage(graph, s, holdings) for s in stages]
-    sch = Schedule(graph, cluster)
-    sch.ready[(tensor, master)] = 0.0
-    for k, s in enumerate(routed):
-        sch.run_stage(k, s)
-    seconds = sch.ready[(routed[-1].output, master)]
+    seconds = stages_span(graph, cluster, routed, master)
     part = Plan("segment", tuple(graph.input_shape), cluster.to_dict(), "segment", master, master, routed, [])
     terms = memory_terms(part, graph, start_tensor=tensor)
     weights = {d: 0 for d in cluster.names}
@@ -169,6 +149,11 @@ def _price(graph: LayerGraph, cluster: Cluster, master: str, tensor: str, stages
         weights[d] += b
     act = {d: max([terms.final_act.get(d, 0)] + [a[d] for a in terms.stage_act]) for d in cluster.names}
     return seconds, weights, act
+
+
+def _unrouted(stages) -> list[Stage]:
+    """Copies of ``stages`` without transfers, for :func:`partopt.plan.build_plan` to route anew."""
+    return [Stage(list(s.ops), list(s.tasks), gather_to=s.gather_to) for s in stages]
 
 
 def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
@@ -184,7 +169,8 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     union."""
     master = source or cluster.devices[0].name
     cluster.device(master)
-    units, inputs = _units(graph)
+    units, inputs = dpfp.all_units(graph)
+    n_spatial = len(dpfp.spatial_units(graph)[0])     # DPFP's spatial part: fused blocks only there
     longest = max_units or (len(units) if len(units) <= 24 else 8)
     layers = layer_stages(graph)
     speed = {d.name: d.flops_per_s for d in cluster.devices}
@@ -195,7 +181,7 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
             ops = [n for u in units[i:j] for n in u]
             inside = set(ops)
             full = Box.full(graph.tensor_chw(ops[-1]))
-            spatial = _spatial(graph, ops)
+            spatial = j <= n_spatial
             for devs in subsets:
                 shares = {d: (speed[d] if d in devs else 0.0) for d in speed}
                 if len(devs) == 1:
@@ -256,7 +242,7 @@ def dp(seg: Segments) -> tuple[float, list[int]]:
 def plan_of(seg: Segments, chosen: list[int], *, model: str = "model", meta: Optional[dict] = None) -> Plan:
     """The plan of variants ``chosen`` (indices, covering the units in order)."""
     vs = [seg.variants[k] for k in chosen]
-    stages = [Stage(list(s.ops), list(s.tasks), gather_to=s.gather_to) for v in vs for s in v.stages]
+    stages = _unrouted(s for v in vs for s in v.stages)
     m = {"segments": [v.label for v in vs], "master": seg.master, **(meta or {})}
     return build_plan(seg.graph, seg.cluster, stages, model=model, method="best", source=seg.master,
                       sink=seg.master, meta=m)
@@ -374,7 +360,7 @@ def _candidates(graph: LayerGraph, cluster: Cluster, model: str, source: Optiona
 
 def _on_cluster(plan: Plan, graph: LayerGraph, cluster: Cluster) -> Plan:
     """A plan found on a sub-cluster, re-routed and validated on the whole ``cluster``."""
-    stages = [Stage(list(s.ops), list(s.tasks), gather_to=s.gather_to) for s in plan.stages]
+    stages = _unrouted(plan.stages)
     return build_plan(graph, cluster, stages, model=plan.model, method="best", source=plan.source, sink=plan.sink,
                       meta=dict(plan.meta))
 

@@ -103,20 +103,28 @@ def cut_points(graph: LayerGraph) -> list[int]:
     return cuts
 
 
-def _units(graph: LayerGraph) -> tuple[list[list[str]], list[str], list[str]]:
-    """(spatial units, the one tensor each unit reads from before it, the tail's ops)."""
+def all_units(graph: LayerGraph) -> tuple[list[list[str]], list[str]]:
+    """Every unit (the ops between two consecutive cut points) and the one tensor each reads
+    from before it."""
     cuts = cut_points(graph) + [len(graph.ops)]
     names = [o.name for o in graph.ops]
     units, inputs = [], []
     for a, b in zip(cuts, cuts[1:]):
         unit = names[a:b]
-        out = graph.op[unit[-1]]
-        if any(graph.op[n].kind in ("flatten", "linear") for n in unit) or out.out_chw[1] <= 1:
-            return units, inputs, names[a:]
         # at a cut point exactly one tensor crosses: it is all the unit reads from outside
         (crossing,) = {t for n in unit for t in graph.op[n].inputs if t not in unit}
         units.append(unit)
         inputs.append(crossing)
+    return units, inputs
+
+
+def spatial_units(graph: LayerGraph) -> tuple[list[list[str]], list[str], list[str]]:
+    """(spatial units, the one tensor each unit reads from before it, the tail's ops): the
+    spatial part ends at the first unit that flattens, is fully connected or outputs one row."""
+    units, inputs = all_units(graph)
+    for k, unit in enumerate(units):
+        if any(graph.op[n].kind in ("flatten", "linear") for n in unit) or graph.op[unit[-1]].out_chw[1] <= 1:
+            return units[:k], inputs[:k], [n for u in units[k:] for n in u]
     return units, inputs, []
 
 
@@ -152,7 +160,7 @@ def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
         raise PartoptError(f"rows must be 'speed' or 'optimal', not {rows!r}")
     master = source or cluster.devices[0].name
     cluster.device(master)
-    units, inputs, tail = _units(graph)
+    units, inputs, tail = spatial_units(graph)
     if not units:
         raise PartoptError("the model has no spatial layers to segment by rows")
     shares = dict(shares or {d.name: d.flops_per_s for d in cluster.devices})
