@@ -15,9 +15,17 @@ committed rows are benchmarks/results/dpfp_gap_large.csv (``--part gap --gap-mod
 vgg11,resnet18,yolov2_tiny,vgg16 --gap-csv benchmarks/results/dpfp_gap_large.csv``, hours).
 The README's table is written from both by benchmarks/readme_tables.py.
 
-Part "exact": the DP against the arc ILP (CBC, HiGHS, CP-SAT) on every zoo model x {2, 3, 4, 6,
-8} devices x {the preset's bandwidth, 10x lower, 10x higher}: does every solver prove the
-DP's value optimal, and how long do they take. Rows go to benchmarks/results/dpfp_exact.csv.
+Part "zoo": DPFP exact on every zoo model x pi4x2, pi4x4, pi4x8, hetero3 and dpfp-paper, and
+again with the non-source devices listed in reverse: status, solve time, the heuristic's gap.
+Rows go to benchmarks/results/dpfp_zoo.csv.
+
+Part "speed": the DPFP heuristic's planning time (best of 3) on every zoo model x the same
+presets. Rows go to benchmarks/results/dpfp_speed.csv.
+
+Part "exact": the DP against the blocking model with the memory rule (CBC, HiGHS, CP-SAT;
+:mod:`partopt.methods.segment_path`) on every zoo model x {2, 3, 4, 6, 8} devices x {the
+preset's bandwidth, 10x lower, 10x higher}: does every solver prove the DP's value optimal, and
+how long do they take. Rows go to benchmarks/results/dpfp_exact.csv.
 """
 from __future__ import annotations
 
@@ -30,9 +38,9 @@ import time
 
 from partopt.cluster import homogeneous, preset
 from partopt.graph import LayerGraph
-from partopt.methods import dpfp
+from partopt.methods import dpfp, segment_path
 from partopt.methods.baselines import coedge, layerwise, single
-from partopt.solvers import heuristic_gap, solve_cpsat, solve_milp
+from partopt.solvers import heuristic_gap
 from partopt.zoo import ZOO, example_input, load_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -92,16 +100,13 @@ def part_exact(models, out_csv):
             row = {"model": name, "devices": n, "bandwidth_factor": f, "units": p.n, "table_s": t_table,
                    "dp_s": t_dp, "dp_latency_s": v_dp}
             agree = True
+            arcs, last = dpfp.arcs(p)
             for solver in ("cbc", "highs", "cpsat"):
-                m, _ = dpfp.build_model(p, solver)
-                if solver == "cpsat":
-                    r, _ = solve_cpsat(m, 120, scale=dpfp.NS)
-                    obj = None if r.objective is None else r.objective + p.tail_s
-                    ok = r.status == "optimal" and abs(obj - v_dp) <= 1e-9 * (p.n + 1) + 1e-12 * v_dp
-                else:
-                    r = solve_milp(m, solver, 120)
-                    obj = r.objective
-                    ok = r.status == "optimal" and abs(obj - v_dp) <= 1e-9 * v_dp
+                # the blocking with the memory rule (memory to spare on these clusters: the
+                # optimum is the DP's)
+                r, _ = segment_path.solve(arcs, last, cl, solver, 120)
+                obj = r.objective
+                ok = r.status == "optimal" and abs(obj - v_dp) <= 1e-9 * (p.n + 1) + 1e-9 * v_dp
                 agree &= ok
                 row[f"{solver}_status"] = r.status
                 row[f"{solver}_s"] = r.solve_s
@@ -152,9 +157,79 @@ def part_gap(models, out_csv, solver="cpsat"):
           f"max {gaps[-1]:.2f} %, min {gaps[0]:.2f} %; {sum(r['exact_status'] == 'optimal' for r in rows)} proven optimal")
 
 
+ZOO_CLUSTERS = ("pi4x2", "pi4x4", "pi4x8", "hetero3", "dpfp-paper")
+
+
+def part_speed(models, out_csv, repeat=3):
+    """The DPFP heuristic's planning time (the best of ``repeat`` runs, seconds) on every zoo
+    model x every preset of 2-8 devices."""
+    rows = []
+    for name in models:
+        g = graph_of(name)
+        for cname in ZOO_CLUSTERS:
+            cl = preset(cname)
+            times = []
+            for _ in range(repeat):
+                s = dpfp.heuristic(g, cl, model=name)
+                times.append(s.solve_s)
+            rows.append({"model": name, "cluster": cname, "units": len(dpfp.spatial_units(g)[0]),
+                         "plan_s": round(min(times), 4), "latency_s": s.report.latency_s})
+            print(f"{name:12s} {cname:10s} {min(times):7.3f} s", flush=True)
+    os.makedirs(os.path.dirname(out_csv), exist_ok=True)
+    with open(out_csv, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    ts = [r["plan_s"] for r in rows]
+    print(f"DPFP heuristic planning time over {len(rows)} instances: median {statistics.median(ts):.3f} s, "
+          f"max {max(ts):.3f} s")
+
+
+def part_zoo(models, out_csv, solver="highs"):
+    """DPFP exact (row DP + the blocking model with memory) on every zoo model x the presets
+    of 2-8 devices, against the heuristic, and again with the non-source devices listed in the
+    reverse order: is every instance proven optimal, how long does it take, does the optimum
+    depend on the listing. Rows to ``out_csv`` as they finish."""
+    fields = ["model", "cluster", "devices", "link", "dpfp_latency_s", "exact_latency_s", "exact_status",
+              "exact_solve_s", "dpfp_gap_pct", "reversed_latency_s", "same_when_reversed", "blocks", "solver"]
+    rows = []
+    os.makedirs(os.path.dirname(out_csv), exist_ok=True)
+    with open(out_csv, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        for name in models:
+            g = graph_of(name)
+            for cname in ZOO_CLUSTERS:
+                cl = preset(cname)
+                h = dpfp.heuristic(g, cl, model=name)
+                e = dpfp.exact(g, cl, model=name, solver=solver)
+                src = cl.names[0]
+                rev = cl.subset([src] + cl.names[1:][::-1])
+                r = dpfp.exact(g, rev, model=name, solver=solver)
+                row = {"model": name, "cluster": cname, "devices": len(cl), "link": cl.link,
+                       "dpfp_latency_s": h.report.latency_s, "exact_latency_s": e.report.latency_s,
+                       "exact_status": e.status, "exact_solve_s": round(e.solve_s, 3),
+                       "dpfp_gap_pct": 100 * heuristic_gap(h.report.latency_s, e.report.latency_s),
+                       "reversed_latency_s": r.report.latency_s,
+                       "same_when_reversed": abs(r.report.latency_s - e.report.latency_s) <= 1e-9 * e.report.latency_s,
+                       "blocks": len(e.plan.meta["blocks"]), "solver": solver}
+                rows.append(row)
+                w.writerow(row)
+                fh.flush()
+                print(f"{name:12s} {cname:10s} {h.report.latency_s:9.5f} {e.report.latency_s:9.5f} {e.status:>8s} "
+                      f"{e.solve_s:7.2f} s  reversed {r.report.latency_s:9.5f}", flush=True)
+    ts = [r["exact_solve_s"] for r in rows]
+    print(f"{sum(r['exact_status'] == 'optimal' for r in rows)}/{len(rows)} proven optimal; solve time median "
+          f"{statistics.median(ts):.2f} s, max {max(ts):.2f} s; same optimum with the devices listed in reverse: "
+          f"{sum(r['same_when_reversed'] for r in rows)}/{len(rows)}")
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["paper", "exact", "gap", "all"], default="all")
+    ap.add_argument("--part", choices=["paper", "exact", "gap", "zoo", "speed", "all"], default="all")
+    ap.add_argument("--speed-csv", default=os.path.join(HERE, "results", "dpfp_speed.csv"))
+    ap.add_argument("--zoo-csv", default=os.path.join(HERE, "results", "dpfp_zoo.csv"))
     ap.add_argument("--gap-models", default="lenet5,alexnet")
     ap.add_argument("--gap-solver", default="cpsat", choices=["cbc", "highs", "cpsat"])
     ap.add_argument("--gap-csv", default=os.path.join(HERE, "results", "dpfp_gap.csv"))
@@ -169,6 +244,10 @@ def main(argv=None) -> int:
         ok = part_exact(args.models.split(","), args.csv)
     if args.part in ("gap", "all"):
         part_gap(args.gap_models.split(","), args.gap_csv, args.gap_solver)
+    if args.part in ("zoo", "all"):
+        part_zoo(args.models.split(","), args.zoo_csv)
+    if args.part in ("speed", "all"):
+        part_speed(args.models.split(","), args.speed_csv)
     return 0 if ok else 1
 
 

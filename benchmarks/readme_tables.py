@@ -106,6 +106,36 @@ def dpfp_gap() -> str:
                    "median solve s", "max solve s"], out)
 
 
+def dpfp_zoo() -> str:
+    """DPFP exact on every zoo model x presets of 2-8 devices, one row per model."""
+    rows = _rows("dpfp_zoo.csv")
+    out = []
+    for model in _in_order(r["model"] for r in rows):
+        rs = [r for r in rows if r["model"] == model]
+        ts = [float(r["exact_solve_s"]) for r in rs]
+        gaps = [_gap_pct(r["dpfp_latency_s"], r["exact_latency_s"]) for r in rs]
+        out.append([model, len(rs), sum(r["exact_status"] == "optimal" for r in rs),
+                    f"{statistics.median(ts):.1f}", f"{max(ts):.1f}", _range(gaps),
+                    sum(r["same_when_reversed"] == "True" for r in rs)])
+    ts = [float(r["exact_solve_s"]) for r in rows]
+    out.append(["all", len(rows), sum(r["exact_status"] == "optimal" for r in rows), f"{statistics.median(ts):.1f}",
+                f"{max(ts):.1f}", _range([_gap_pct(r["dpfp_latency_s"], r["exact_latency_s"]) for r in rows]),
+                sum(r["same_when_reversed"] == "True" for r in rows)])
+    return _table(["model", "instances", "proven optimal", "median solve s", "max solve s", "DPFP gap %",
+                   "same reversed"], out)
+
+
+def dpfp_speed() -> str:
+    """The DPFP heuristic's planning time per model (over the presets)."""
+    rows = _rows("dpfp_speed.csv")
+    out = []
+    for model in _in_order(r["model"] for r in rows):
+        rs = [r for r in rows if r["model"] == model]
+        ts = [float(r["plan_s"]) for r in rs]
+        out.append([model, rs[0]["units"], len(rs), f"{statistics.median(ts):.3f}", f"{max(ts):.3f}"])
+    return _table(["model", "spatial units", "clusters", "median plan s", "max plan s"], out)
+
+
 def nptp_gap() -> str:
     """NPTP grid heuristic against the tile-model optimum, and both plans priced by evaluate."""
     rows = _rows("nptp_gap.csv")
@@ -214,7 +244,7 @@ def default_union() -> str:
 BLOCKS: dict[str, Callable[[], str]] = {
     "demo": demo, "best": best_summary, "best-bound": best_bound_histogram, "best-exact": best_exact,
     "default-union": default_union,
-    "iop-gap": iop_gap, "iop-vs-coedge": iop_vs_coedge, "dpfp-gap": dpfp_gap, "nptp-gap": nptp_gap,
+    "iop-gap": iop_gap, "iop-vs-coedge": iop_vs_coedge, "dpfp-gap": dpfp_gap, "dpfp-zoo": dpfp_zoo, "dpfp-speed": dpfp_speed, "nptp-gap": nptp_gap,
     "default-summary": default_summary, "default-solvers": default_solvers, "runtime": runtime, "core": core,
     "dn2pciot": dn2pciot,
 }

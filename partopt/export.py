@@ -3,12 +3,12 @@
 - ``lp`` / ``mps``: the method's MILP as PuLP builds it, written by PuLP itself
   (``LpProblem.writeLP`` / ``writeMPS``), readable by CBC, HiGHS, Gurobi, CPLEX, SCIP. An
   objective constant, which PuLP would drop, is carried by a variable fixed at 1
-  (``objective_constant``), so the file's optimum is the model's. Units are the model's:
-  seconds, except NPTP's MILP, stated in microseconds for numerical reasons.
-  DPFP's export is its path ILP over blocks priced with speed-proportional rows, not the
-  per-block integer-row models that ``dpfp.exact`` solves first.
-  best's export is its segment model (microseconds), which ``best.exact`` compares with the
-  heuristic plans of the union afterwards.
+  (``objective_constant``), so the file's optimum is the model's. Every MILP states time in
+  microseconds (:data:`partopt.solvers.MILP_UNITS_PER_S`), bytes as bytes.
+  DPFP's export is the model ``dpfp.exact`` solves: the blocking with the memory rule over
+  blocks priced with their optimal integer rows (found by the row DP first).
+  best's export is its segment model, which ``best.exact`` compares with the heuristic plans
+  of the union afterwards.
 - ``tex``: a LaTeX fragment for a paper: a table of this instance (model, cluster, devices,
   ops, the model's variables by kind and its constraints) followed by the method's general
   formulation from ``formulations/<method>.tex``, so the fragment is self-contained and can be

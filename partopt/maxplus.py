@@ -35,7 +35,7 @@ from typing import Callable, Optional
 from .cost import transfer_time
 from .errors import SolverError
 from .plan import Transfer
-from .solvers import SolveResult, solve_cpsat, solve_milp
+from .solvers import CPSAT_UNITS_PER_S, MILP_UNITS_PER_S, SolveResult, solve_cpsat, solve_milp
 
 
 @dataclass
@@ -89,25 +89,32 @@ class Builder:
 
 
 class PulpBuilder(Builder):
-    """PuLP (CBC or HiGHS). ``big_m`` (seconds) must exceed any time in any plan of the model."""
+    """PuLP (CBC or HiGHS). Times are stated in microseconds
+    (:data:`partopt.solvers.MILP_UNITS_PER_S`; the solvers' tolerances are absolute), read back
+    in seconds. ``big_m`` (seconds) must exceed any time in any plan of the model."""
 
     def __init__(self, big_m: float, name: str = "partopt"):
         import pulp
 
         self.pulp = pulp
         self.prob = pulp.LpProblem(name, pulp.LpMinimize)
-        self.big_m = float(big_m)
+        self.scale = MILP_UNITS_PER_S
+        self.big_m = float(big_m) * self.scale
         self.vars: dict[str, object] = {}
+        self.is_time: set[str] = set()
+        self.obj_scale = self.scale
 
-    def _new(self, name, **kw):
+    def _new(self, name, is_time=False, **kw):
         if name in self.vars:
             raise SolverError(f"variable {name!r} declared twice")
         v = self.pulp.LpVariable(name, **kw)
         self.vars[name] = v
+        if is_time:
+            self.is_time.add(name)
         return name
 
     def time(self, name):
-        return self._new(name, lowBound=0)
+        return self._new(name, is_time=True, lowBound=0)
 
     def integer(self, name, lo, hi):
         return self._new(name, lowBound=lo, upBound=hi, cat="Integer")
@@ -118,14 +125,18 @@ class PulpBuilder(Builder):
     def quantity(self, name, hi):
         return self._new(name, lowBound=0, upBound=hi)
 
-    def _expr(self, e: Lin):
-        return self.pulp.lpSum(c * self.vars[k] for k, c in e.terms.items() if c) + e.const
+    def _expr(self, e: Lin, scale: float = 1.0):
+        """``e`` in model units: a time's constant and the seconds per unit of a count scaled,
+        time variables (already in microseconds) as they are."""
+        return (self.pulp.lpSum((c if k in self.is_time else c * scale) * self.vars[k] for k, c in e.terms.items() if c)
+                + e.const * scale)
 
     def at_least(self, v, e, when=None):
+        scale = self.scale if v in self.is_time else 1.0
         if when is None:
-            self.prob += self.vars[v] >= self._expr(e)
+            self.prob += self.vars[v] >= self._expr(e, scale)
         else:
-            self.prob += self.vars[v] >= self._expr(e) - self.big_m * (1 - self.vars[when])
+            self.prob += self.vars[v] >= self._expr(e, scale) - self.big_m * (1 - self.vars[when])
 
     def at_most(self, e, rhs, when=None, big_m=0.0):
         if when is None:
@@ -138,24 +149,27 @@ class PulpBuilder(Builder):
 
     def minimize(self, v):
         self.prob.setObjective(self.pulp.lpSum([self.vars[v]]))
+        self.obj_scale = self.scale if v in self.is_time else 1.0
 
     def hint(self, v, value):
         pass  # PuLP's warm start reaches CBC only, and a partial start does not help it here
 
     def solve(self, solver="highs", time_limit=None, threads=None):
-        return solve_milp(self.prob, solver, time_limit=time_limit, threads=threads, gap_rel=1e-9)
+        return solve_milp(self.prob, solver, time_limit=time_limit, threads=threads, scale=self.obj_scale)
 
     def value(self, v):
         x = self.vars[v].value()  # type: ignore[attr-defined]
-        return float(x) if x is not None else 0.0
+        if x is None:
+            return 0.0
+        return float(x) / self.scale if v in self.is_time else float(x)
 
 
 class CpsatBuilder(Builder):
-    """CP-SAT. Times are integer ticks of ``1 / tick`` seconds (default 0.1 microsecond); time
-    constants and coefficients are rounded to ticks, so objectives agree with the MILP to a few
-    ticks per message on the critical path."""
+    """CP-SAT. Times are integer ticks of ``1 / tick`` seconds (default: picoseconds,
+    :data:`partopt.solvers.CPSAT_UNITS_PER_S`); time constants and coefficients are rounded to
+    ticks, so objectives agree with the MILP to a few ticks per message on the critical path."""
 
-    def __init__(self, horizon_s: float, tick: float = 1e7):
+    def __init__(self, horizon_s: float, tick: float = CPSAT_UNITS_PER_S):
         from ortools.sat.python import cp_model
 
         self.cp = cp_model

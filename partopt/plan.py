@@ -219,16 +219,21 @@ def cone(graph: LayerGraph, ops: tuple[str, ...] | list[str], task: Task) -> Con
     flops = sum(region_flops(graph.op[n], need.get(n, empty), task.in_channels if n == last else None)
                 for n in ops)
     # working set: regions alive at once while the block runs in op order
-    last_use = {n: max((i for i, m in enumerate(ops) if n in graph.op[m].inputs), default=len(ops))
-                for n in ops}
+    last_use = {n: len(ops) for n in ops}          # the last op of the block that reads n
+    for i, m in enumerate(ops):
+        for inp in graph.op[m].inputs:
+            if inp in inside:
+                last_use[inp] = i
+    freed: dict[int, list[str]] = defaultdict(list)
+    for n, i in last_use.items():
+        freed[i].append(n)
     alive, peak = 0, 0
     batch = graph.batch
     for i, n in enumerate(ops):
         alive += need.get(n, empty).volume * batch * FLOAT_BYTES
         peak = max(peak, alive)
-        for m in ops[:i + 1]:
-            if last_use[m] == i:
-                alive -= need.get(m, empty).volume * batch * FLOAT_BYTES
+        for m in freed.get(i, ()):
+            alive -= need.get(m, empty).volume * batch * FLOAT_BYTES
     result = Cone({n: need.get(n, empty) for n in ops}, ext, flops, peak)
     cache[key] = result
     return result

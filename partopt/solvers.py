@@ -25,6 +25,29 @@ from .plan import Plan, Report
 STATUSES = ("heuristic", "optimal", "feasible", "infeasible")
 MILP_SOLVERS = ("cbc", "highs")
 
+# One rule for time in every exact model. A MILP (CBC, HiGHS) states times in microseconds and a
+# CP-SAT model in integer picoseconds (rounding each constant to 0.5 ps keeps a 1e-4 s optimum
+# within 1e-6 of the true one over thousands of terms); the model passes that factor as ``scale`` to
+# :func:`solve_milp` / :func:`solve_cpsat`, which report objective and bound in seconds. The
+# solvers' tolerances are absolute (HiGHS's default absolute MIP gap is 1e-6 in model units: 1 %
+# of a 1e-4 s latency stated in seconds), so times are never stated in seconds, and the gaps at
+# which a solver may call a result optimal are set explicitly on every back-end: ``GAP_REL``
+# relative and ``GAP_ABS_S`` seconds absolute.
+MILP_UNITS_PER_S = 1e6
+CPSAT_UNITS_PER_S = 1e12
+GAP_REL = 1e-9
+GAP_ABS_S = 1e-12
+
+
+def units_per_s(solver: str) -> float:
+    """Model time units per second for ``solver``: 1e6 (microseconds) for cbc and highs, 1e12
+    (integer picoseconds) for cpsat."""
+    if solver in MILP_SOLVERS:
+        return MILP_UNITS_PER_S
+    if solver == "cpsat":
+        return CPSAT_UNITS_PER_S
+    raise SolverError(f"unknown solver {solver!r}; choose from cbc, highs, cpsat")
+
 
 @dataclass
 class Solution:
@@ -103,11 +126,14 @@ def _gap(obj: Optional[float], bound: Optional[float]) -> Optional[float]:
 
 
 def solve_milp(prob, solver: str = "highs", time_limit: Optional[float] = None,
-               threads: Optional[int] = None, gap_rel: Optional[float] = None) -> SolveResult:
+               threads: Optional[int] = None, gap_rel: Optional[float] = GAP_REL,
+               scale: float = 1.0, gap_abs: Optional[float] = GAP_ABS_S) -> SolveResult:
     """Solve a PuLP minimisation problem with CBC or HiGHS; values are read back from its variables.
 
-    ``gap_rel``: the relative MIP gap at which the solver may stop and call the result optimal
-    (the solvers' defaults are about 1e-4; exact models pass a tiny one).
+    ``scale``: model units per reported unit (:data:`MILP_UNITS_PER_S` for a time in
+    microseconds); objective and bound are divided by it. ``gap_rel`` and ``gap_abs`` (reported
+    units): the relative and absolute MIP gaps at which the solver may stop and call the result
+    optimal, set explicitly (None leaves the solver's default, about 1e-4 relative).
 
     Example (two jobs of 3 and 2 s on two devices, minimise the makespan):
         >>> import pulp
@@ -127,9 +153,12 @@ def solve_milp(prob, solver: str = "highs", time_limit: Optional[float] = None,
     if solver == "cbc":
         fd, log = tempfile.mkstemp(suffix=".log", prefix="partopt-cbc-")
         os.close(fd)
-        back = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, threads=threads, logPath=log, gapRel=gap_rel)
+    abs_gap = None if gap_abs is None else gap_abs * scale
+    if solver == "cbc":
+        back = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, threads=threads, logPath=log, gapRel=gap_rel,
+                                 gapAbs=abs_gap)
     else:
-        back = pulp.HiGHS(msg=False, timeLimit=time_limit, threads=threads, gapRel=gap_rel)
+        back = pulp.HiGHS(msg=False, timeLimit=time_limit, threads=threads, gapRel=gap_rel, gapAbs=abs_gap)
     t0 = time.perf_counter()
     try:
         prob.solve(back)
@@ -140,11 +169,13 @@ def solve_milp(prob, solver: str = "highs", time_limit: Optional[float] = None,
     if sol == pulp.LpSolutionInfeasible or prob.status == pulp.LpStatusInfeasible:
         return SolveResult("infeasible", None, None, None, dt, solver)
     if sol not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
-        return SolveResult("no_solution", None, _read_bound(prob, solver, log), None, dt, solver)
-    obj = float(pulp.value(prob.objective))
+        bound = _read_bound(prob, solver, log)
+        return SolveResult("no_solution", None, None if bound is None else bound / scale, None, dt, solver)
+    obj = float(pulp.value(prob.objective)) / scale
     if sol == pulp.LpSolutionOptimal:
         return SolveResult("optimal", obj, obj, 0.0, dt, solver)
     bound = _read_bound(prob, solver, log)
+    bound = None if bound is None else bound / scale
     return SolveResult("feasible", obj, bound, _gap(obj, bound), dt, solver)
 
 
@@ -166,15 +197,19 @@ def _read_bound(prob, solver: str, log: Optional[str]) -> Optional[float]:
 
 
 def solve_cpsat(model, time_limit: Optional[float] = None, workers: Optional[int] = None,
-                scale: float = 1.0):
+                scale: float = 1.0, gap_rel: float = GAP_REL, gap_abs: float = GAP_ABS_S):
     """Solve a CP-SAT minimisation model; returns (SolveResult, the CpSolver to read values).
 
-    ``scale`` divides the integer objective and bound back into the method's units (CP-SAT
-    works on integers, so a method states times in, say, microseconds and passes 1e6).
+    ``scale`` divides the integer objective and bound back into reported units (CP-SAT works on
+    integers: a model states times in integer picoseconds and passes :data:`CPSAT_UNITS_PER_S`).
+    ``gap_rel`` and ``gap_abs`` (reported units) are set as CP-SAT's relative and absolute gap
+    limits.
     """
     from ortools.sat.python import cp_model
 
     s = cp_model.CpSolver()
+    s.parameters.relative_gap_limit = float(gap_rel)
+    s.parameters.absolute_gap_limit = float(gap_abs * scale)
     if time_limit:
         s.parameters.max_time_in_seconds = float(time_limit)
     s.parameters.num_workers = int(workers or os.cpu_count() or 1)

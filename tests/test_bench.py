@@ -219,8 +219,9 @@ def test_exported_mps_solves_to_the_same_optimum(tmp_path, method, cluster, extr
     """The MPS file, read back by PuLP and solved by HiGHS, has the exact method's optimum."""
     import pulp
     from partopt.cluster import preset
-    from partopt.methods import METHODS, nptp
+    from partopt.methods import METHODS
     from partopt.graph import LayerGraph
+    from partopt.solvers import MILP_UNITS_PER_S
     from partopt.zoo import example_input, load_model
     out = tmp_path / f"{method}.mps"
     assert main(["export", "lenet5", "--method", method, "--cluster", cluster, "--format", "mps",
@@ -230,14 +231,13 @@ def test_exported_mps_solves_to_the_same_optimum(tmp_path, method, cluster, extr
     assert pulp.LpStatus[prob.status] == "Optimal"
     net, shape, _ = load_model("lenet5")
     g = LayerGraph.from_module(net, example_input(shape))
-    opts = {"grid": (2, 2)} if method == "nptp" else {"rows": "speed"} if method == "dpfp" else {}
+    opts = {"grid": (2, 2)} if method == "nptp" else {}
     sol = METHODS[method].exact(g, preset(cluster), solver="highs", **opts)
     assert sol.status == "optimal"
-    # NPTP's MILP and best's segment model are in microseconds; on LeNet-5 best's optimum is a
-    # segment plan (the whole net on the source), so the union's optimum is the model's
-    units = {"nptp": nptp.MILP_UNITS_PER_S, "best": 1e6}.get(method, 1.0)
-    # rel 1e-5: the solvers' feasibility tolerance on a model stated in seconds (IOP)
-    assert pulp.value(prob.objective) / units == pytest.approx(sol.objective, rel=1e-5)
+    # every MILP states time in microseconds (partopt.solvers.MILP_UNITS_PER_S); on LeNet-5
+    # best's optimum is a segment plan (the whole net on the source), so the union's optimum
+    # is the model's
+    assert pulp.value(prob.objective) / MILP_UNITS_PER_S == pytest.approx(sol.objective, rel=1e-7)
 
 
 def test_export_lp_and_tex(tmp_path):

@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, assume, given, settings
 
 from partopt.bounds import earliest_arrivals, lower_bound, necessary_flops
 from partopt.cluster import Device, heterogeneous, homogeneous, preset
+from partopt.methods import segment_path
 from partopt.methods import METHODS, best, dpfp, iop
 from partopt.methods.baselines import layer_stages
 from partopt.plan import Stage, build_plan, evaluate
@@ -103,15 +104,7 @@ def test_segment_model_equals_brute_force_with_memory(zoo, solver):
         for cl in (c, _capped(c, peak - 1), _capped(c, int(0.9 * peak)), _capped(c, int(0.4 * peak))):
             seg = best.Segments(g, cl, seg.master, seg.units, seg.inputs, seg.variants)
             bf = best.brute_force(seg)
-            prob, xs = best.build_model(seg, solver)
-            if solver == "cpsat":
-                from partopt.solvers import solve_cpsat
-                r, s = solve_cpsat(prob, 60, 1, scale=best.NS)
-                chosen = [k for k in range(len(xs)) if r.objective is not None and s.value(xs[k])]
-            else:
-                from partopt.solvers import solve_milp
-                r = solve_milp(prob, solver, 60, 1, gap_rel=1e-9)
-                chosen = [k for k in range(len(xs)) if r.objective is not None and xs[k].value() > 0.5]
+            r, chosen = segment_path.solve(seg.variants, seg.n, cl, solver, 60, 1)
             if bf[1]:
                 assert r.status == "optimal"
                 assert sum(seg.variants[k].seconds for k in chosen) == pytest.approx(bf[0], rel=1e-6)
@@ -247,3 +240,16 @@ def test_necessary_work_skips_what_a_stride_never_reads():
     first, second = g.ops
     assert necessary_flops(g) == first.flops // 4 + second.flops < flops < g.total_flops
     assert flops == first.flops * 49 // 64 + second.flops
+
+
+def test_memory_free_segments_price_row_splits_from_tables_equal_to_routing(zoo):
+    """The heuristic's segment table (memory=False: one-stage row splits priced from the blocks'
+    row tables) has the same variants and times as the routed pricing."""
+    _, _, g = zoo("alexnet")
+    for c in (preset("pi4x4"), preset("hetero3")):
+        fast = best.segments(g, c, memory=False)
+        slow = best.segments(g, c)
+        assert [(v.i, v.j, v.style, v.devices) for v in fast.variants] == \
+            [(v.i, v.j, v.style, v.devices) for v in slow.variants]
+        for a, b in zip(fast.variants, slow.variants):
+            assert a.seconds == pytest.approx(b.seconds, rel=1e-12, abs=0)

@@ -114,8 +114,32 @@ def test_model_export(tmp_path, zoo):
     _, _, g = zoo("lenet5")
     p = dpfp.problem(g, preset("pi4x4"))
     prob, x = dpfp.build_model(p, "cbc")
-    assert len(x) == p.n * (p.n + 1) // 2
-    assert "flow_0" in open(export_model(prob, str(tmp_path / "dpfp.lp"))).read()
+    assert len(x) == p.n * (p.n + 1) // 2 + 1          # every block, and the tail
+    text = open(export_model(prob, str(tmp_path / "dpfp.lp"))).read()
+    assert "flow_0" in text and "memory_0" in text
+
+
+def test_exact_keeps_memory_by_choosing_another_blocking(zoo):
+    """Where the fastest blocking breaks memory, the exact model takes the fastest that fits
+    (brute force over every blocking with the memory rule agrees)."""
+    from partopt.methods import segment_path
+    _, _, g = zoo("alexnet")
+    roomy = preset("pi4x2")
+    p = dpfp.problem(g, roomy, rows="optimal")
+    arcs, last = dpfp.arcs(p)
+    free_value, free = segment_path.shortest(arcs, last)
+    need = segment_path.memory_of(arcs, free, roomy.names)
+    # a cap just under what the memory-free optimum needs on its busiest device
+    cap = max(need.values()) - 1
+    tight = homogeneous(2, memory_bytes=cap, name="tight2")
+    e = dpfp.exact(g, tight, model="alexnet")
+    bf_value, bf = segment_path.brute_force(arcs, last, tight)
+    if bf:
+        assert e.status == "optimal" and e.report.memory_ok
+        assert e.report.latency_s == pytest.approx(bf_value, rel=1e-9)
+        assert e.report.latency_s > free_value
+    else:
+        assert e.status == "infeasible" and e.reason
 
 
 # -- integer rows (partopt/methods/rfs_rows.py) ------------------------------------------------
@@ -132,14 +156,20 @@ def span_of(g, cl, ops, x, master, segs):
     return stage_span(g, cl, route_stage(g, st, {x: gathered(g, x, master)}), master)
 
 
-def brute_rows(g, cl, ops, x, master):
-    """Every integer split of the block's output rows into contiguous segments in device order."""
+def brute_rows(g, cl, ops, x, master, every_order=None):
+    """Every integer split of the block's output rows into contiguous segments, the source's
+    first and the others in cluster order, or (``every_order``, default on a mesh) in every
+    order of the devices."""
     h = g.op[ops[-1]].out_chw[1]
+    every_order = cl.link == "mesh" if every_order is None else every_order
+    others = [d for d in cl.names if d != master]
+    orders = itertools.permutations(cl.names) if every_order else [[master] + others]
     best = float("inf")
-    for cuts in itertools.combinations_with_replacement(range(h + 1), len(cl) - 1):
-        b = [0, *cuts, h]
-        best = min(best, span_of(g, cl, ops, x, master,
-                                 {d: (b[i], b[i + 1]) for i, d in enumerate(cl.names) if b[i + 1] > b[i]}))
+    for order in orders:
+        for cuts in itertools.combinations_with_replacement(range(h + 1), len(cl) - 1):
+            b = [0, *cuts, h]
+            best = min(best, span_of(g, cl, ops, x, master,
+                                     {d: (b[i], b[i + 1]) for i, d in enumerate(order) if b[i + 1] > b[i]}))
     return best
 
 
@@ -151,23 +181,78 @@ SLOW_DEVICES = [  # compute dear, messages cheap: splitting pays, so the optimum
 ]
 
 
-@pytest.mark.parametrize("solver", ["cpsat", "highs", "cbc"])
-@pytest.mark.parametrize("cl", SLOW_DEVICES, ids=lambda c: c.name)
-def test_block_rows_match_brute_force(cl, solver):
-    net, x, g = chain(size=32)
+MESH_HET = heterogeneous([("a", 2e7, GiB), ("b", 4e7, GiB), ("c", 1e7, GiB)], 1e9, 1e-4, "mesh", "mh3")
+
+
+@pytest.mark.parametrize("cl", SLOW_DEVICES + [MESH_HET], ids=lambda c: c.name)
+def test_row_dp_matches_brute_force(cl):
+    """The row DP (no solver) against brute force: on a mesh over every order of the devices."""
+    net, x, g = chain(size=16 if cl.link == "mesh" else 32)
     p = dpfp.problem(g, cl)
-    nontrivial = 0
-    for i, j in [(0, p.n), (0, 3), (2, 6), (5, p.n)]:
+    nontrivial = reordered = 0
+    for i, j in [(0, p.n), (0, 1), (0, 3), (2, 6), (5, p.n)]:
         ops = [n for u in p.units[i:j] for n in u]
-        r = best_rows(g, cl, ops, p.inputs[i], p.master, solver=solver)
-        assert r.status == "optimal"
+        r = best_rows(g, cl, ops, p.inputs[i], p.master)
+        assert r.status == "optimal" and r.bound <= r.objective
         true = span_of(g, cl, ops, p.inputs[i], p.master, r.segments)
-        assert true == pytest.approx(brute_rows(g, cl, ops, p.inputs[i], p.master), abs=1e-8)
-        # the model's value: CP-SAT rounds to ns per table, MILPs carry their integrality tolerance
-        assert abs(true - r.objective) <= 4e-9 * len(cl) + 1e-6 * true
+        assert true == pytest.approx(brute_rows(g, cl, ops, p.inputs[i], p.master), abs=1e-9, rel=1e-8)
+        assert true == pytest.approx(r.objective, abs=1e-12, rel=1e-9)
         nontrivial += len(r.segments) > 1
+        if cl.link == "mesh":
+            reordered += brute_rows(g, cl, ops, p.inputs[i], p.master, every_order=False) > true + 1e-12
     if cl.name != "pi2":
         assert nontrivial       # the cases exercise real splits, not everything on the master
+    if cl.link == "mesh":
+        assert reordered        # and an order other than source-first-then-cluster's wins somewhere
+
+
+@pytest.mark.parametrize("solver", ["cpsat", "highs", "cbc"])
+@pytest.mark.parametrize("cl", SLOW_DEVICES + [MESH_HET], ids=lambda c: c.name)
+def test_row_models_are_twins_of_the_dp(cl, solver):
+    """MILP and CP-SAT (rows in a given order) agree with the DP: on a shared medium in the
+    DP's order, on a mesh at their best over every order."""
+    net, x, g = chain(size=16 if cl.link == "mesh" else 32)
+    p = dpfp.problem(g, cl)
+    others = [d for d in cl.names if d != p.master]
+    orders = list(itertools.permutations(cl.names)) if cl.link == "mesh" else [[p.master] + others]
+    for i, j in [(0, p.n), (2, 6)]:
+        ops = [n for u in p.units[i:j] for n in u]
+        dp_value = best_rows(g, cl, ops, p.inputs[i], p.master).objective
+        runs = [best_rows(g, cl, ops, p.inputs[i], p.master, solver=solver, order=list(o)) for o in orders]
+        assert all(r.status == "optimal" for r in runs)
+        # CP-SAT rounds every table entry to the ns; the MILPs carry their integrality tolerance
+        assert min(r.objective for r in runs) == pytest.approx(dp_value, abs=4e-9 * len(cl), rel=1e-6)
+
+
+def test_row_optimum_does_not_depend_on_how_the_cluster_lists_devices():
+    net, x, g = chain(size=32)
+    base = [("a", 2e7, GiB), ("b", 4e7, GiB), ("c", 1e7, GiB), ("d", 3e7, GiB)]
+    for link, spec in [("mesh", base), ("shared", [("a", 2e7, GiB)] + [(n, 3e7, GiB) for n in "bcd"])]:
+        values = set()
+        for rest in itertools.permutations(spec[1:]):
+            cl = heterogeneous([spec[0], *rest], 5e8, 1e-4, link, "perm")
+            p = dpfp.problem(g, cl)
+            ops = [n for u in p.units for n in u]
+            values.add(round(best_rows(g, cl, ops, p.inputs[0], "a").objective, 12))
+        assert len(values) == 1, (link, values)
+
+
+def test_row_solver_errors():
+    from partopt.errors import SolverError
+    net, x, g = chain(size=16)
+    cl = SLOW_DEVICES[0]
+    p = dpfp.problem(g, cl)
+    ops = p.units[0]
+    with pytest.raises(SolverError, match="unknown row solver"):
+        best_rows(g, cl, ops, p.inputs[0], p.master, solver="glpk")
+    with pytest.raises(SolverError, match="chooses the order"):
+        best_rows(g, cl, ops, p.inputs[0], p.master, order=cl.names)
+    with pytest.raises(SolverError, match="every device"):
+        best_rows(g, cl, ops, p.inputs[0], p.master, solver="cpsat", order=cl.names[:1])
+    uneven = heterogeneous([("a", 2e7, GiB), ("b", 4e7, GiB), ("c", 4e7, GiB)], 5e8, 1e-4, "shared", "u")
+    uneven.bandwidth[("b", "a")] = 1e8
+    with pytest.raises(SolverError, match="one gather bandwidth"):
+        best_rows(g, uneven, ops, p.inputs[0], "a")
 
 
 @pytest.mark.parametrize("solver", ["cbc", "highs", "cpsat"])
@@ -213,3 +298,26 @@ def test_exact_rows_large(zoo, name):
     e = dpfp.exact(g, preset("pi4x4"), model=name, block_time_limit=120)
     assert e.report.latency_s <= dpfp.heuristic(g, preset("pi4x4"), model=name).report.latency_s + 1e-12
     assert verify(e.plan, module, x, g, preset("pi4x4")).ok
+
+
+@pytest.mark.parametrize("name", ["alexnet", "resnet18"])
+def test_block_tables_in_one_walk_equal_per_block_tables_and_stage_span(zoo, name):
+    """DPFP prices blocks from tables built in one backward walk per block end
+    (rfs_rows.all_block_tables); they equal the per-block tables, and the time they give equals
+    stage_span (evaluate's schedule) on every block, with speed rows and with optimal rows."""
+    from partopt.methods.rfs_rows import all_block_tables, block_tables
+    _, _, g = zoo(name)
+    units, inputs, _ = dpfp.spatial_units(g)
+    tabs = all_block_tables(g, units, inputs)
+    assert len(tabs) == len(units) * (len(units) + 1) // 2
+    for (i, j), tab in list(tabs.items())[::3]:
+        ref = block_tables(g, [o for u in units[i:j] for o in u], inputs[i])
+        assert [list(map(int, x)) for x in (tab.ff, tab.fg, tab.xf, tab.xg)] == [ref.ff, ref.fg, ref.xf, ref.xg]
+        assert (tab.in_row_bytes, tab.out_row_bytes, tab.exact) == (ref.in_row_bytes, ref.out_row_bytes, ref.exact)
+    for cl in (preset("pi4x4"), preset("hetero3")):
+        for rows in ("speed", "optimal"):
+            p = dpfp.problem(g, cl, rows=rows)
+            for (i, j) in list(p.cost)[::4]:
+                st = dpfp.block_stage(p, i, j)
+                true = stage_span(g, cl, route_stage(g, st, {p.inputs[i]: gathered(g, p.inputs[i], p.master)}), p.master)
+                assert p.cost[(i, j)] == pytest.approx(true, rel=1e-12, abs=0)

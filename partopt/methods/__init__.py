@@ -34,7 +34,7 @@ METHODS: dict[str, Method] = {
                     "DeepThings-style: the whole conv part as one receptive-field block, one scatter, one gather"),
     "dpfp": Method("dpfp", dpfp.heuristic, dpfp.exact,
                    "RFS + DPFP: receptive-field blocks chosen by dynamic programming "
-                   "(exact: integer rows per block in the cluster's device order, then the path ILP over blocks)",
+                   "(exact: optimal integer rows per block by a DP, then the blocking with the memory rule)",
                    model=dpfp.model),
     "iop": Method("iop", iop.heuristic, iop.exact,
                   "IOP: conv pairs split by output then input channels, greedy pairing (exact: MILP/CP-SAT)",

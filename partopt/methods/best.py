@@ -20,8 +20,9 @@ fastest that fits memory:
      (RFS/DPFP; spatial segments only);
    - ``layers``: layer by layer, rows (or, on 1-row maps and FC layers, channels) by speed over
      a device subset, halos exchanged between the subset's devices (CoEdge);
-   - ``rows`` (``--exact`` only): one fused block with DPFP's optimal integer rows over the
-     cluster in its device order (a device may get none), so DPFP's exact family is inside.
+   - ``rows`` (``--exact`` only): one fused block with DPFP's optimal integer rows (a device
+     may get none; on a mesh in any order of the devices, on a shared medium the source's rows
+     first and the others in the cluster's order), so DPFP's exact family is inside.
 
    Subsets: the source with its k-1 fastest peers, or the k fastest peers without the source.
    Every segment starts from its input whole on the *master* (the source) and ends with its
@@ -35,8 +36,8 @@ fastest that fits memory:
 The union ``best --exact`` is optimal over: the segment plans of item 3, and every plan of
 items 1 and 2. It does not contain: IOP pairs or NPTP/FTP tiles *inside* a segment plan
 (they enter only as whole plans of items 1-2), tilings other than those heuristics' own,
-layer-by-layer row splits other than by speed, integer rows in another device order, other
-device subsets than the prefixes above, holders other than the source between segments, nor
+layer-by-layer row splits other than by speed, on a shared medium integer rows in another
+order than the source's first, other device subsets than the prefixes above, holders other than the source between segments, nor
 DN2PCIoT neuron groups beyond its heuristics' plans.
 
 Example:
@@ -59,10 +60,11 @@ from ..cluster import Cluster
 from ..errors import PartoptError, SolverError
 from ..geometry import Box
 from ..graph import LayerGraph
-from ..plan import Plan, Stage, Task, build_plan, evaluate, gathered, memory_terms, route_stage, stages_span
-from ..solvers import Solution, solve_cpsat, solve_milp
-from . import baselines, dn2pciot, dpfp, iop, nptp
+from ..plan import Plan, Stage, Task, build_plan, evaluate
+from ..solvers import Solution
+from . import baselines, dn2pciot, dpfp, iop, nptp, segment_path
 from .baselines import layer_stages, split_tasks
+from .rfs_rows import all_block_tables, table_span
 
 WHOLE_CLUSTER: dict[str, Callable] = {
     "single": baselines.single, "layerwise": baselines.layerwise, "coedge": baselines.coedge,
@@ -76,8 +78,6 @@ SMALL_CHAIN_MAX_FLOPS = 1e7     # the DN2PCIoT family is for LeNet-sized chains 
 ON_SUBSETS: dict[str, Callable] = {
     "coedge": baselines.coedge, "nptp": nptp.heuristic, "ftp": nptp.ftp, "iop": iop.heuristic, "dpfp": dpfp.heuristic,
 }
-NS = 1e9        # CP-SAT states segment times in integer nanoseconds
-US = 1e6        # the MILP states them in microseconds (solver tolerances are absolute)
 
 
 def peers_by_speed(cluster: Cluster, source: str) -> list[str]:
@@ -136,37 +136,22 @@ class Segments:
         return len(self.units)
 
 
-def _price(graph: LayerGraph, cluster: Cluster, master: str, tensor: str, stages: list[Stage]):
-    """(seconds, weight bytes per device, peak activation bytes per device) of stages that read
-    ``tensor`` whole at ``master`` and end gathered at ``master``."""
-    holdings = {tensor: gathered(graph, tensor, master)}
-    routed = [route_stage(graph, s, holdings) for s in stages]
-    seconds = stages_span(graph, cluster, routed, master)
-    part = Plan("segment", tuple(graph.input_shape), cluster.to_dict(), "segment", master, master, routed, [])
-    terms = memory_terms(part, graph, start_tensor=tensor)
-    weights = {d: 0 for d in cluster.names}
-    for (d, _), b in terms.weights.items():
-        weights[d] += b
-    act = {d: max([terms.final_act.get(d, 0)] + [a[d] for a in terms.stage_act]) for d in cluster.names}
-    return seconds, weights, act
-
-
 def _unrouted(stages) -> list[Stage]:
     """Copies of ``stages`` without transfers, for :func:`partopt.plan.build_plan` to route anew."""
     return [Stage(list(s.ops), list(s.tasks), gather_to=s.gather_to) for s in stages]
 
 
 def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
-             max_units: Optional[int] = None, rows: str = "speed", row_solver: str = "cpsat",
-             block_time_limit: Optional[float] = 30.0) -> Segments:
+             max_units: Optional[int] = None, rows: str = "speed", row_solver: str = "dp",
+             block_time_limit: Optional[float] = 30.0, memory: bool = True) -> Segments:
     """Every variant of every segment (module doc, item 3), priced. ``max_units``: segments of
     at most that many units (default: all when the model has at most 24 units, else 8).
 
     ``rows="optimal"`` adds, for every spatial segment, the ``rows`` variant: one fused block
-    with DPFP's optimal integer rows over the whole cluster in its device order
-    (:func:`partopt.methods.dpfp.problem` with ``rows="optimal"``, one block model per segment
-    on ``row_solver`` with ``block_time_limit`` seconds), so DPFP's exact family is inside the
-    union."""
+    with DPFP's optimal integer rows (:func:`partopt.methods.dpfp.problem` with
+    ``rows="optimal"``: the row DP, or a block model per segment on ``row_solver`` with
+    ``block_time_limit`` seconds), so DPFP's exact family is inside the union. ``memory=False`` leaves every variant's bytes empty (for the memory-free DP) and
+    prices one-stage row splits from the blocks' row tables."""
     master = source or cluster.devices[0].name
     cluster.device(master)
     units, inputs = dpfp.all_units(graph)
@@ -175,6 +160,9 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     layers = layer_stages(graph)
     speed = {d.name: d.flops_per_s for d in cluster.devices}
     subsets = device_subsets(cluster, master)
+    # spatial blocks' row tables: without the memory bytes a one-stage row split is priced from
+    # them (equal to stage_span, see rfs_rows.all_block_tables), not by routing it
+    tables = {} if memory else all_block_tables(graph, units[:n_spatial], inputs[:n_spatial], longest)
     out: list[Variant] = []
     for i in range(len(units)):
         for j in range(i + 1, min(len(units), i + longest) + 1):
@@ -196,7 +184,11 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
                     st[-1].gather_to = master
                     options.append(("layers", st))
                 for style, stages in options:
-                    seconds, weights, act = _price(graph, cluster, master, inputs[i], stages)
+                    row_segs = _row_segments(graph, tables.get((i, j)), stages)
+                    if row_segs is not None:
+                        seconds, weights, act = table_span(tables[(i, j)], cluster, master, row_segs), {}, {}
+                    else:
+                        seconds, weights, act = segment_path.price(graph, cluster, master, inputs[i], stages, memory)
                     out.append(Variant(i, j, style, tuple(devs), stages, seconds, weights, act))
     seg = Segments(graph, cluster, master, units, inputs, out)
     if rows == "optimal":
@@ -204,6 +196,17 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     elif rows != "speed":
         raise PartoptError(f"rows must be 'speed' or 'optimal', not {rows!r}")
     return seg
+
+
+def _row_segments(graph: LayerGraph, tab, stages: list[Stage]) -> Optional[dict[str, tuple[int, int]]]:
+    """device -> (first row, end row) when ``stages`` is one stage of whole-width row segments
+    gathered at the master and ``tab`` (its block's tables) is exact; else None."""
+    if tab is None or not tab.exact or len(stages) != 1:
+        return None
+    c, _, w = graph.tensor_chw(stages[0].ops[-1])
+    if any((t.box.c0, t.box.c1, t.box.w0, t.box.w1) != (0, c, 0, w) or t.in_channels for t in stages[0].tasks):
+        return None
+    return {t.device: (t.box.h0, t.box.h1) for t in stages[0].tasks}
 
 
 def _add_row_variants(seg: Segments, solver: str, block_time_limit: Optional[float]) -> None:
@@ -218,7 +221,7 @@ def _add_row_variants(seg: Segments, solver: str, block_time_limit: Optional[flo
     seg.lower = {}
     for (i, j), rows_of in p.segments.items():
         stage = dpfp.block_stage(p, i, j)
-        seconds, weights, act = _price(seg.graph, seg.cluster, seg.master, seg.inputs[i], [stage])
+        seconds, weights, act = segment_path.price(seg.graph, seg.cluster, seg.master, seg.inputs[i], [stage])
         devs = tuple(d for d in seg.cluster.names if d in rows_of and rows_of[d][1] > rows_of[d][0])
         seg.variants.append(Variant(i, j, "rows", devs, [stage], seconds, weights, act))
         seg.lower[len(seg.variants) - 1] = min(seconds, p.lower[(i, j)])
@@ -227,16 +230,7 @@ def _add_row_variants(seg: Segments, solver: str, block_time_limit: Optional[flo
 
 def dp(seg: Segments) -> tuple[float, list[int]]:
     """The fastest segment plan, memory ignored: (seconds, indices of its variants in order)."""
-    best = [0.0] + [float("inf")] * seg.n
-    arg: list[Optional[int]] = [None] * (seg.n + 1)
-    for k, v in sorted(enumerate(seg.variants), key=lambda kv: kv[1].j):
-        if best[v.i] + v.seconds < best[v.j]:
-            best[v.j], arg[v.j] = best[v.i] + v.seconds, k
-    chosen, j = [], seg.n
-    while j > 0:
-        chosen.append(arg[j])
-        j = seg.variants[arg[j]].i
-    return best[seg.n], chosen[::-1]
+    return segment_path.shortest(seg.variants, seg.n)
 
 
 def plan_of(seg: Segments, chosen: list[int], *, model: str = "model", meta: Optional[dict] = None) -> Plan:
@@ -250,79 +244,21 @@ def plan_of(seg: Segments, chosen: list[int], *, model: str = "model", meta: Opt
 
 def memory_of(seg: Segments, chosen: list[int]) -> dict[str, int]:
     """Each device's peak bytes for variants ``chosen``: weights summed, activations maxed."""
-    vs = [seg.variants[k] for k in chosen]
-    return {d: sum(v.weights[d] for v in vs) + max(v.act[d] for v in vs) for d in seg.cluster.names}
+    return segment_path.memory_of(seg.variants, chosen, seg.cluster.names)
 
 
 def brute_force(seg: Segments, limit: int = 200000) -> tuple[float, list[int]]:
     """Every memory-feasible segment plan (for tests on tiny instances): (seconds, variants)."""
-    by_start: dict[int, list[int]] = {}
-    for k, v in enumerate(seg.variants):
-        by_start.setdefault(v.i, []).append(k)
-    best: tuple[float, list[int]] = (float("inf"), [])
-    seen = 0
-    cap = {d.name: d.memory_bytes for d in seg.cluster.devices}
-
-    def walk(i: int, path: list[int], t: float):
-        nonlocal best, seen
-        if i == seg.n:
-            seen += 1
-            if seen > limit:
-                raise SolverError(f"brute force would visit more than {limit} segment plans")
-            mem = memory_of(seg, path)
-            if t < best[0] and all(mem[d] <= cap[d] for d in cap):
-                best = (t, list(path))
-            return
-        for k in by_start.get(i, []):
-            walk(seg.variants[k].j, path + [k], t + seg.variants[k].seconds)
-
-    walk(0, [], 0.0)
-    return best
+    return segment_path.brute_force(seg.variants, seg.n, seg.cluster, limit)
 
 
 # ---------------------------------------------------------------------------------------
 # The exact model over segment plans (formulations/best.tex)
 # ---------------------------------------------------------------------------------------
 def build_model(seg: Segments, solver: str = "highs"):
-    """Binaries ``x[k]`` (variant k chosen), flow over cut points, each device's weights plus
-    its largest chosen activation set within its memory; minimise the sum of segment times.
-    Returns (PuLP LpProblem or CP-SAT CpModel, x). Times: microseconds (MILP), integer
-    nanoseconds (CP-SAT); bytes as integers."""
-    V = range(len(seg.variants))
-    devs = seg.cluster.names
-    cap = {d.name: d.memory_bytes for d in seg.cluster.devices}
-    if solver == "cpsat":
-        from ortools.sat.python import cp_model
-        m = cp_model.CpModel()
-        x = [m.new_bool_var(f"x_{k}") for k in V]
-        for c in range(seg.n + 1):
-            rhs = 1 if c == 0 else (-1 if c == seg.n else 0)
-            m.add(sum(x[k] for k in V if seg.variants[k].i == c) - sum(x[k] for k in V if seg.variants[k].j == c) == rhs)
-        for d in devs:
-            top = max(v.act[d] for v in seg.variants)
-            peak = m.new_int_var(0, top, f"act_{d}")
-            for k in V:
-                if seg.variants[k].act[d]:
-                    m.add(peak >= seg.variants[k].act[d]).only_enforce_if(x[k])
-            m.add(sum(seg.variants[k].weights[d] * x[k] for k in V if seg.variants[k].weights[d]) + peak <= cap[d])
-        m.minimize(sum(round(seg.variants[k].seconds * NS) * x[k] for k in V))
-        return m, x
-    import pulp
-    prob = pulp.LpProblem("best_segments", pulp.LpMinimize)
-    x = [pulp.LpVariable(f"x_{k}", cat="Binary") for k in V]
-    prob += pulp.lpSum(seg.variants[k].seconds * US * x[k] for k in V)
-    for c in range(seg.n + 1):
-        rhs = 1 if c == 0 else (-1 if c == seg.n else 0)
-        prob += (pulp.lpSum(x[k] for k in V if seg.variants[k].i == c)
-                 - pulp.lpSum(x[k] for k in V if seg.variants[k].j == c) == rhs, f"flow_{c}")
-    for di, d in enumerate(devs):
-        peak = pulp.LpVariable(f"act_{di}", lowBound=0)
-        for k in V:
-            if seg.variants[k].act[d]:
-                prob += peak >= seg.variants[k].act[d] * x[k], f"act_{di}_{k}"
-        prob += (pulp.lpSum(seg.variants[k].weights[d] * x[k] for k in V if seg.variants[k].weights[d]) + peak
-                 <= cap[d], f"memory_{di}")
-    return prob, x
+    """The segment plans with memory as a MILP or CP-SAT model
+    (:func:`partopt.methods.segment_path.build_model`): returns (model, x)."""
+    return segment_path.build_model(seg.variants, seg.n, seg.cluster, solver)
 
 
 def model(graph: LayerGraph, cluster: Cluster, *, solver: str = "highs", source: Optional[str] = None):
@@ -398,7 +334,7 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
     """The fastest plan that fits memory over every candidate (module doc); ``infeasible`` with
     the smallest shortfall when none fits."""
     t0 = time.perf_counter()
-    seg = _segments_or_none(graph, cluster, source)
+    seg = _segments_or_none(graph, cluster, source, memory=False)     # the DP ignores memory
     origin, plan, rep, n = _pick(graph, cluster, _candidates(graph, cluster, model, source, seg))
     plan = _relabel(plan, origin, n)
     if not rep.memory_ok:
@@ -409,14 +345,14 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
 
 def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
           solver: str = "highs", time_limit: Optional[float] = 60.0, threads: Optional[int] = None,
-          block_time_limit: Optional[float] = 30.0) -> Solution:
+          block_time_limit: Optional[float] = 30.0, row_solver: str = "dp") -> Solution:
     """The optimum over the union of the module doc: the best segment plan with memory (MILP on
     ``cbc``/``highs`` or CP-SAT), DPFP's optimal-row blocks among its variants (one block model
     per spatial segment on the same ``solver``, ``block_time_limit`` seconds each), against
     every heuristic candidate, the faster kept.
 
     Status ``optimal`` when the solver proved the segment model optimal (relative gap 1e-9;
-    MILP times in microseconds, CP-SAT in integer nanoseconds rounded per segment) and every
+    MILP times in microseconds, CP-SAT in integer picoseconds rounded per segment) and every
     block's rows were proven; ``feasible`` otherwise, with ``bound`` the smaller of the best
     candidate's latency and the solver's bound (or, with unproven rows, the memory-free DP over
     the blocks' proven lower bounds); ``infeasible`` when no plan of the union fits memory.
@@ -424,29 +360,13 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
     t0 = time.perf_counter()
     if solver not in ("cbc", "highs", "cpsat"):
         raise SolverError(f"unknown solver {solver!r}; choose cbc, highs or cpsat")
-    seg = _segments_or_none(graph, cluster, source, rows="optimal", row_solver=solver,
+    seg = _segments_or_none(graph, cluster, source, rows="optimal", row_solver=row_solver,
                             block_time_limit=block_time_limit)
     origin, plan, rep, n = _pick(graph, cluster, _candidates(graph, cluster, model, source, seg))
     heur_ok = rep.memory_ok
     status, bound, reason = "optimal", None, ""
     if seg is not None:
-        prob, x = build_model(seg, solver)
-        if solver == "cpsat":
-            # warm start: the segment DP's plan if it fits memory
-            dp_val, dp_chosen = dp(seg)
-            mem = memory_of(seg, dp_chosen)
-            if all(mem[d.name] <= d.memory_bytes for d in cluster.devices):
-                for k in range(len(x)):
-                    prob.add_hint(x[k], int(k in dp_chosen))
-            res, s = solve_cpsat(prob, time_limit, threads, scale=NS)
-            chosen = [k for k in range(len(x)) if res.objective is not None and s.value(x[k])]
-        else:
-            res = solve_milp(prob, solver, time_limit, threads, gap_rel=1e-9)
-            chosen = [k for k in range(len(x)) if res.objective is not None and (x[k].value() or 0) > 0.5]
-            if res.objective is not None:
-                res.objective /= US
-                res.bound = res.bound / US if res.bound is not None else None
-        chosen.sort(key=lambda k: seg.variants[k].i)
+        res, chosen = segment_path.solve(seg.variants, seg.n, cluster, solver, time_limit, threads)
         if chosen:
             sp = plan_of(seg, chosen, model=model)
             srep = evaluate(sp, graph, cluster)

@@ -648,7 +648,6 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
         b.at_most(comm + Lin.var(C, -1.0), 0)
         b.minimize(C)
     # memory, as evaluate: weights held + (live + received + outputs + working set) per stage
-    h = {}
     keyholders: dict[int, list[int]] = {}
     for kk, v in zip(ng.hold_k, ng.hold_v):
         keyholders.setdefault(int(kk), []).append(int(v))

@@ -25,16 +25,19 @@ partopt states as assumptions (the stored copy of the paper carries only its abs
 tail's time. The DP is exact over blockings for these segment sizes: ``evaluate`` of the
 resulting plan equals its ``T(U)`` + tail to rounding.
 
-**Exact** (:func:`exact`): every block's integer row segments chosen optimally (one block
-model per block, :mod:`partopt.methods.rfs_rows`, MILP or CP-SAT), then the blocking as an
-integer program over the arcs of a path graph on the cut points (``x[i, j] = 1`` when units
-i..j-1 form a block), flow conservation, objective the sum of the blocks' optimal times; solved
-by CBC or HiGHS (PuLP) or CP-SAT (costs in integer nanoseconds). Exact over blockings and
-integer rows **for the cluster's device order** (the source's rows first, then the other
-devices' segments in the order the cluster lists them; a device may get no rows), with no
-memory rows: another order is not searched, and a blocking that breaks memory is reported
-``infeasible``. :func:`model` (and ``partopt export --method dpfp``) writes the path ILP with
-speed-proportional arc costs, not the per-block row models.
+**Exact** (:func:`exact`): every block's integer row segments chosen optimally
+(:mod:`partopt.methods.rfs_rows`: a DP with no solver, or its MILP/CP-SAT twins), then the
+blocking as a path over the cut points with the memory rule
+(:mod:`partopt.methods.segment_path`: binaries per block, flow conservation, per device its
+weights summed over its blocks plus its largest activation set within its memory), solved by
+CBC or HiGHS (PuLP, microseconds) or CP-SAT (integer picoseconds). The family: any blocking at
+cut points; in each block, contiguous row segments with at most one per device and any device
+idle; on a ``mesh`` in every order of the devices, on a ``shared`` medium the source's rows
+first and the others in the cluster's order (messages are served in that order anyway). Each
+block's rows are chosen for time; the memory rule then constrains the blocking, so where
+memory binds a block whose time-optimal rows do not fit is avoided rather than re-split.
+:func:`model` (and ``partopt export --method dpfp``) writes that blocking model with the
+blocks' optimal-row times, the model ``exact`` solves.
 
 Example:
     >>> from partopt.zoo import load_model, example_input
@@ -59,10 +62,11 @@ from ..errors import PartoptError, SolverError
 from ..geometry import Box
 from ..graph import LayerGraph
 from ..plan import Stage, Task, build_plan, evaluate, gathered, route_stage, stage_span
-from ..solvers import Solution, solve_cpsat, solve_milp
+from ..solvers import Solution
+from . import segment_path
 from .baselines import split_tasks
+from .rfs_rows import all_block_tables, best_rows, dp_rows, table_span
 
-NS = 1e9  # CP-SAT states times in integer nanoseconds
 
 
 @dataclass
@@ -145,14 +149,15 @@ def tail_stage(p: Problem) -> Stage:
 
 def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
             shares: Optional[dict[str, float]] = None, rows: str = "speed",
-            block_time_limit: Optional[float] = 30.0, row_solver: str = "cpsat",
+            block_time_limit: Optional[float] = 30.0, row_solver: str = "dp",
             max_block_units: Optional[int] = None) -> Problem:
     """Units and every block's cost (seconds), priced by the schedule rules of ``evaluate``.
 
     ``rows="speed"``: every block's rows in proportion to ``shares`` (default: device speed).
     ``rows="optimal"``: every block's own integer rows minimising its time
-    (:mod:`partopt.methods.rfs_rows`, by ``row_solver``: cbc, highs or cpsat;
-    ``block_time_limit`` seconds per block); its ``lower`` holds each block's proven lower bound.
+    (:mod:`partopt.methods.rfs_rows`, by ``row_solver``: ``dp`` (no solver; on a mesh over every
+    order of the devices), or the MILP/CP-SAT twins cbc, highs, cpsat with ``block_time_limit``
+    seconds per block); its ``lower`` holds each block's proven lower bound.
     ``max_block_units``: price only blocks of at most that many units (all by default); the DP
     is then exact over blockings with blocks no longer than that.
     """
@@ -165,26 +170,32 @@ def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
         raise PartoptError("the model has no spatial layers to segment by rows")
     shares = dict(shares or {d.name: d.flops_per_s for d in cluster.devices})
     p = Problem(graph, cluster, master, units, inputs, tail, shares, {}, 0.0)
-    if rows == "optimal":
-        from .rfs_rows import best_rows
-        p.segments, p.lower = {}, {}
-        for i in range(p.n):
-            for j in range(i + 1, p.n + 1):
-                ops = [n for u in units[i:j] for n in u]
-                speed_rows = {t.device: (t.box.h0, t.box.h1) for t in split_tasks(graph, ops[-1], shares)}
-                r = best_rows(graph, cluster, ops, inputs[i], master, block_time_limit, hint=speed_rows,
-                              solver=row_solver)
-                # stopped without rows: keep the speed-proportional ones, and the bound proven so far
-                p.segments[(i, j)] = r.segments if r.objective is not None else speed_rows
-                p.rows_proven &= r.status == "optimal"
-                # rounding of the block model (CP-SAT: integer ns per table entry; MILP: the
-                # solver's integrality tolerance): allow it in the proven bound
-                slack = 1e-9 * 4 * len(cluster) + (1e-6 * r.objective if r.objective else 0.0)
-                p.lower[(i, j)] = max(0.0, (r.bound or 0.0) - slack)
     longest = max_block_units or p.n
-    for i in range(p.n):
-        for j in range(i + 1, min(p.n, i + longest) + 1):
-            st = block_stage(p, i, j)
+    tables = all_block_tables(graph, units, inputs, longest)
+    if rows == "optimal":
+        p.segments, p.lower = {}, {}
+        for (i, j), tab in sorted(tables.items()):
+            ops = [n for u in units[i:j] for n in u]
+            speed_rows = {t.device: (t.box.h0, t.box.h1) for t in split_tasks(graph, ops[-1], shares)}
+            if row_solver == "dp":
+                r = dp_rows(graph, cluster, ops, inputs[i], master, tab=tab)
+            else:
+                r = best_rows(graph, cluster, ops, inputs[i], master, block_time_limit,
+                              hint=speed_rows if row_solver == "cpsat" else None, solver=row_solver)
+            # stopped without rows: keep the speed-proportional ones, and the bound proven so far
+            p.segments[(i, j)] = r.segments if r.objective is not None else speed_rows
+            p.rows_proven &= r.status == "optimal"
+            # rounding of the block model (CP-SAT: integer ps per table entry; MILP: the
+            # solver's integrality tolerance): allow it in the proven bound
+            slack = 1e-9 * 4 * len(cluster) + (1e-6 * r.objective if r.objective else 0.0)
+            p.lower[(i, j)] = max(0.0, (r.bound or 0.0) - slack)
+    for (i, j), tab in tables.items():
+        st = block_stage(p, i, j)
+        c, _, w = graph.op[st.ops[-1]].out_chw
+        if tab.exact and all((t.box.c0, t.box.c1, t.box.w0, t.box.w1) == (0, c, 0, w) for t in st.tasks):
+            # row segments: the tables state stage_span's schedule (tested equal on the zoo)
+            p.cost[(i, j)] = table_span(tab, cluster, master, {t.device: (t.box.h0, t.box.h1) for t in st.tasks})
+        else:
             routed = route_stage(graph, st, {inputs[i]: gathered(graph, inputs[i], master)})
             p.cost[(i, j)] = stage_span(graph, cluster, routed, master)
     if tail:
@@ -238,8 +249,8 @@ def brute_force(p: Problem) -> tuple[float, list[tuple[int, int]]]:
     return best
 
 
-def _finish(p: Problem, blocks, method, model, t0, status="heuristic", **kw) -> Solution:
-    plan = plan_of(p, blocks, model=model, method=method)
+def _finish(p: Problem, blocks, method, model, t0, status="heuristic", meta: Optional[dict] = None, **kw) -> Solution:
+    plan = plan_of(p, blocks, model=model, method=method, meta=meta)
     rep = evaluate(plan, p.graph, p.cluster)
     if not rep.memory_ok:
         return Solution(plan, "infeasible", method, kw.pop("mode", "heuristic"), solve_s=time.perf_counter() - t0,
@@ -263,75 +274,93 @@ def fused(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
     return _finish(p, [(0, p.n)], "fused", model, t0)
 
 
-def build_model(p: Problem, solver: str = "cbc"):
-    """The arc ILP of ``p`` as a PuLP problem (cbc/highs) or a CP-SAT model, and its arc variables."""
-    arcs = sorted(p.cost)
-    if solver == "cpsat":
-        from ortools.sat.python import cp_model
-        m = cp_model.CpModel()
-        x = {a: m.new_bool_var(f"x_{a[0]}_{a[1]}") for a in arcs}
-        for k in range(p.n + 1):
-            out = [x[a] for a in arcs if a[0] == k]
-            inn = [x[a] for a in arcs if a[1] == k]
-            rhs = 1 if k == 0 else (-1 if k == p.n else 0)
-            m.add(sum(out) - sum(inn) == rhs)
-        m.minimize(sum(round(p.cost[a] * NS) * x[a] for a in arcs))
-        return m, x
-    import pulp
-    prob = pulp.LpProblem("dpfp", pulp.LpMinimize)
-    x = {a: pulp.LpVariable(f"x_{a[0]}_{a[1]}", cat="Binary") for a in arcs}
-    prob += pulp.lpSum(p.cost[a] * x[a] for a in arcs) + p.tail_s
-    for k in range(p.n + 1):
-        rhs = 1 if k == 0 else (-1 if k == p.n else 0)
-        prob += (pulp.lpSum(x[a] for a in arcs if a[0] == k) - pulp.lpSum(x[a] for a in arcs if a[1] == k) == rhs,
-                 f"flow_{k}")
-    return prob, x
+def arcs(p: Problem) -> tuple[list[segment_path.Arc], int]:
+    """The blocks of ``p`` (arc k < len(p.cost): units i..j-1, in sorted order) and the tail
+    (the last arc, from cut point n to n + 1, if the model has one) as arcs of
+    :mod:`partopt.methods.segment_path`, each with its time (``p.cost``), weights and activation
+    bytes; returns (arcs, the path's last cut point)."""
+    out = []
+    for i, j in sorted(p.cost):
+        _, weights, act = segment_path.price(p.graph, p.cluster, p.master, p.inputs[i], [block_stage(p, i, j)])
+        out.append(segment_path.Arc(i, j, p.cost[(i, j)], weights, act))
+    if not p.tail:
+        return out, p.n
+    _, weights, act = segment_path.price(p.graph, p.cluster, p.master, p.units[-1][-1], [tail_stage(p)])
+    out.append(segment_path.Arc(p.n, p.n + 1, p.tail_s, weights, act))
+    return out, p.n + 1
 
 
-def model(graph: LayerGraph, cluster: Cluster, *, solver: str = "highs", source: Optional[str] = None):
-    """The block-choice arc ILP itself (PuLP LpProblem for cbc/highs, CP-SAT CpModel), for export.
+def build_model(p: Problem, solver: str = "highs"):
+    """The choice of blocks with the memory rule (:func:`arcs` on
+    :func:`partopt.methods.segment_path.build_model`): a PuLP problem (cbc/highs, microseconds)
+    or a CP-SAT model (integer picoseconds), and its arc variables (the tail's last)."""
+    a, n = arcs(p)
+    return segment_path.build_model(a, n, p.cluster, solver)
 
-    Its arc costs are the blocks' times with speed-proportional rows; ``exact(rows="optimal")``
-    re-prices each arc with its optimal integer rows (one small model per block) first.
-    """
-    return build_model(problem(graph, cluster, source), solver)[0]
+
+def model(graph: LayerGraph, cluster: Cluster, *, solver: str = "highs", source: Optional[str] = None,
+          rows: str = "optimal"):
+    """The model ``exact`` solves (PuLP LpProblem for cbc/highs, CP-SAT CpModel), for export:
+    the blocking with the memory rule over every block priced with its optimal integer rows
+    (found by the row DP first, :mod:`partopt.methods.rfs_rows`); ``rows="speed"`` prices them
+    with speed-proportional rows instead."""
+    return build_model(problem(graph, cluster, source, rows=rows), solver)[0]
 
 
 def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
           solver: str = "highs", time_limit: Optional[float] = None, threads: Optional[int] = None,
-          rows: str = "optimal", block_time_limit: Optional[float] = 30.0) -> Solution:
-    """The exact twin of DPFP: blocks as arcs of a path (solved by ``solver``: cbc, highs or
-    cpsat) and, with ``rows="optimal"``, every block's integer row segments chosen optimally
-    (one model per block, by the same ``solver``). Blocks are independent under the master-centric scheme, so the optimum
-    of the whole is the shortest path over the blocks' optimal times.
+          rows: str = "optimal", block_time_limit: Optional[float] = 30.0, row_solver: str = "dp") -> Solution:
+    """The exact twin of DPFP. With ``rows="optimal"`` every block's integer row segments are
+    chosen optimally first (``row_solver``: ``dp``, the row DP of :mod:`partopt.methods.rfs_rows`,
+    on a mesh over every order of the devices; or its MILP/CP-SAT twins cbc, highs, cpsat with
+    ``block_time_limit`` seconds per block); then the blocking is chosen with the memory rule
+    as a path over the cut points (:func:`build_model`, solved by ``solver``: cbc, highs or
+    cpsat, within ``time_limit`` seconds). Blocks are independent under the master-centric
+    scheme, so the optimum of the whole is the best path over the blocks' optimal times.
 
-    Status ``optimal`` when every block and the path were proven optimal (block times to the
-    nanosecond rounding of the block model); otherwise ``feasible`` with the proven bound: the
-    shortest path over the blocks' lower bounds.
+    When the memory-free best blocking (the DP) fits memory it is the optimum with the memory
+    rule too, and the blocking model is not built (``plan.meta["blocking"]`` says which).
+    Status ``optimal`` when every block's rows and the path were proven optimal (tolerances of
+    :mod:`partopt.solvers`); ``feasible`` otherwise, with the proven bound (the solver's, or
+    the path over the blocks' proven lower bounds); ``infeasible`` when no blocking fits memory
+    with each block on its time-optimal rows (the reason names the fastest blocking's shortfall).
     """
     t0 = time.perf_counter()
     if solver not in ("cbc", "highs", "cpsat"):
         raise SolverError(f"unknown solver {solver!r}; choose cbc, highs or cpsat")
-    p = problem(graph, cluster, source, rows=rows, block_time_limit=block_time_limit, row_solver=solver)
-    m, x = build_model(p, solver)
-    if solver == "cpsat":
-        res, s = solve_cpsat(m, time_limit, threads, scale=NS)
-        chosen = [a for a, v in x.items() if res.objective is not None and s.value(v)]
-    else:
-        res = solve_milp(m, solver, time_limit, threads, gap_rel=1e-9)
-        chosen = [a for a, v in x.items() if res.objective is not None and (v.value() or 0) > 0.5]
-    if res.status in ("infeasible", "no_solution"):
-        raise SolverError(f"{solver} found no blocking ({res.status}); the path model always has one")
-    blocks = sorted(chosen)
+    p = problem(graph, cluster, source, rows=rows, block_time_limit=block_time_limit, row_solver=row_solver)
+    _, free = dp(p)
+    if evaluate(plan_of(p, free, model=model, method="dpfp"), graph, cluster).memory_ok:
+        # the memory-free optimum fits memory, so it is the optimum with the memory rule too;
+        # the blocking model (memory rows priced for every block) is needed only when it does not
+        status = "optimal" if p.rows_proven else "feasible"
+        bound = None
+        if not p.rows_proven:
+            bound = dp(Problem(p.graph, p.cluster, p.master, p.units, p.inputs, p.tail, p.shares, p.lower, p.tail_s))[0]
+        value = latency_of(p, free)
+        gap = 0.0 if status == "optimal" else max(0.0, (value - bound) / value)
+        return _finish(p, free, "dpfp", model, t0, status=status, mode="exact", bound=value if gap == 0.0 else bound,
+                       gap=gap, solver=solver, meta={"blocking": "dp: the memory-free optimum fits memory"})
+    a, n = arcs(p)
+    res, chosen = segment_path.solve(a, n, cluster, solver, time_limit, threads)
+    if res.status == "infeasible":
+        _, free = dp(p)
+        return _finish(p, free, "dpfp", model, t0, status="infeasible", mode="exact", solver=solver)
+    if res.status == "no_solution":
+        value, free = dp(p)
+        return _finish(p, free, "dpfp", model, t0, status="feasible", mode="exact", solver=solver,
+                       bound=res.bound, gap=None)
+    blocks = [(a[k].i, a[k].j) for k in chosen if a[k].j <= p.n and (a[k].i, a[k].j) in p.cost]
     value = latency_of(p, blocks)
     if res.status == "optimal" and p.rows_proven:
         status, bound, gap = "optimal", value, 0.0
     else:
-        # proven: the path over the blocks' lower bounds (rows), or the path solver's own bound
-        status = "feasible"
-        bound = res.bound + (p.tail_s if solver == "cpsat" else 0.0) if res.bound is not None else None
-        if p.lower is not None:
+        # proven: the solver's bound, and with unproven rows the (memory-free) path over the
+        # blocks' proven lower bounds
+        status, bound = "feasible", res.bound
+        if not p.rows_proven:
             lb = dp(Problem(p.graph, p.cluster, p.master, p.units, p.inputs, p.tail, p.shares, p.lower, p.tail_s))[0]
             bound = lb if bound is None else min(bound, lb)
         gap = None if bound is None else max(0.0, (value - bound) / value)
-    return _finish(p, blocks, "dpfp", model, t0, status=status, mode="exact", bound=bound, gap=gap, solver=solver)
+    return _finish(p, blocks, "dpfp", model, t0, status=status, mode="exact", bound=bound, gap=gap, solver=solver,
+                   meta={"blocking": f"{solver}: the blocking model with the memory rule"})

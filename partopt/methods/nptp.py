@@ -45,7 +45,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from ..cluster import Cluster
@@ -53,11 +53,11 @@ from ..errors import PartoptError
 from ..geometry import Box, split_proportional
 from ..graph import LayerGraph
 from ..plan import Plan, Stage, Task, build_plan, cone, evaluate
-from ..solvers import Solution, solve_cpsat, solve_milp
+from ..solvers import CPSAT_UNITS_PER_S, MILP_UNITS_PER_S, Solution, solve_cpsat, solve_milp
 from .baselines import layer_stages, split_tasks
 
 Rect = tuple[int, int, int, int]      # rows [r0, r1), cols [c0, c1)
-TICKS_PER_S = 1e12                    # CP-SAT states times in picoseconds (integer coefficients)
+TICKS_PER_S = CPSAT_UNITS_PER_S       # CP-SAT states times in integer picoseconds (partopt.solvers)
 
 
 # ---------------------------------------------------------------------------------------
@@ -552,7 +552,7 @@ def build_cpsat(tm: TileModel, hint: Optional[Sequence[Rect]] = None):
     return m, v
 
 
-MILP_UNITS_PER_S = 1e6   # the MILP states times in microseconds (see build_milp)
+# the MILP states times in microseconds (partopt.solvers.MILP_UNITS_PER_S, see build_milp)
 
 
 def build_milp(tm: TileModel):
@@ -672,10 +672,8 @@ def solve_tiles(tm: TileModel, solver: str = "cpsat", time_limit: Optional[float
                      for d in range(len(tm.names))]
     elif solver in ("highs", "cbc"):
         p, v = build_milp(tm)
-        r = solve_milp(p, solver, time_limit=time_limit, threads=threads, gap_rel=1e-9)
+        r = solve_milp(p, solver, time_limit=time_limit, threads=threads, scale=MILP_UNITS_PER_S)
         rects = _rects_from_milp(tm, v) if r.status in ("optimal", "feasible") else None
-        if r.bound is not None:
-            r = replace(r, bound=r.bound / MILP_UNITS_PER_S)
     else:
         raise PartoptError(f"unknown solver {solver!r}; choose from cpsat, highs, cbc")
     if rects is None:

@@ -1,9 +1,14 @@
 """Exact integer row segments for one RFS block, under partopt's one cost model.
 
 A block (ops in order, its output of H rows, its one input held by the master) is split into
-contiguous row segments, one per device in the cluster's order (a device may get none):
-boundaries ``0 = B_0 <= B_1 <= ... <= B_D = H``, device k gets rows [B_{k-1}, B_k). This module
-finds the boundaries that minimise the block's time as :func:`partopt.plan.stage_span` prices it.
+contiguous row segments, at most one per device (a device may get none): in some order of the
+devices, boundaries ``0 = B_0 <= B_1 <= ... <= B_D = H``, the k-th device gets rows
+[B_{k-1}, B_k). This module finds the segments that minimise the block's time as
+:func:`partopt.plan.stage_span` prices it: on a ``mesh`` over every order of the devices, on a
+``shared`` medium with the source's rows first and the others in the cluster's order (there the
+messages are served in the cluster's order whatever rows a device holds, see
+:mod:`partopt.plan`; on clusters whose non-source devices are alike, as every shared preset,
+no order is lost).
 
 Why the model is small: mapping rows backward through conv/pool windows (and taking the hull
 over an op's consumers) sends a segment's *first* row to each op's first row and its *end* to
@@ -18,14 +23,16 @@ each op's end, independently. So for a segment [a, b):
 The four tables come from :meth:`partopt.graph.Op.input_windows` (the one geometry). Then:
 
 - compute (s) = FLOPs / speed; message (s) = latency + bytes / bandwidth, zero for an idle device;
-- the master's messages go to the devices in device order, each device computes, the messages
-  come back in device order; on a ``shared`` medium one message at a time (the gather starts
+- the master's messages go to the devices in the cluster's order, each device computes, the
+  messages come back in the cluster's order; on a ``shared`` medium one message at a time (the gather starts
   after the scatter), on a ``mesh`` each pair on its own link.
 
-Two statements of the same model: a MILP (PuLP, CBC or HiGHS; one-hot binaries per boundary,
-times in seconds, values exact up to the solver's integrality tolerance, about 1e-6 relative)
-and a CP-SAT model (element constraints, times in integer nanoseconds, exact up to that
-rounding).
+Three statements of the same model. The fast path, :func:`dp_rows`, needs no solver: on a mesh
+a binary search over the block's time with a DP over device subsets (every order of the
+devices), on a shared medium a bisection on the time with a DP over boundaries (rows in
+:func:`row_order`). Its twins, kept to check it: a MILP (PuLP, CBC or HiGHS; one-hot binaries
+per boundary, times in microseconds) and a CP-SAT model (element constraints, times in integer
+picoseconds, exact up to that rounding), both with rows in a given order.
 Known gap to ``cone``: where a segment's whole window lies in the padding (an empty region),
 ``cone`` drops it from the hull and the tables do not; callers re-price the answer with
 ``stage_span``, and tests compare with brute force.
@@ -42,6 +49,8 @@ Example:
 """
 from __future__ import annotations
 
+import itertools
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -51,9 +60,10 @@ from ..errors import SolverError
 from ..geometry import Box
 from ..graph import LayerGraph
 from ..plan import FLOAT_BYTES, Task, cone
-from ..solvers import solve_cpsat, solve_milp
+from ..solvers import CPSAT_UNITS_PER_S, MILP_UNITS_PER_S, solve_cpsat, solve_milp
 
-NS = 1e9
+PS = CPSAT_UNITS_PER_S      # CP-SAT: integer picoseconds
+US = MILP_UNITS_PER_S       # MILP: microseconds (partopt.solvers: one rule for every model)
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,9 @@ class BlockTables:
     xg: list[int]            # end of input rows needed, b = 0..h
     in_row_bytes: int        # bytes of one input row the block reads
     out_row_bytes: int       # bytes of one output row
+    # False when some op's window of one row lies wholly in the padding: ``cone`` drops such an
+    # empty region from its hull, the tables do not, so the block is priced by ``stage_span``
+    exact: bool = True
 
 
 @dataclass
@@ -90,13 +103,26 @@ def _row_maps(graph: LayerGraph, name: str, k: int) -> tuple[list[int], list[int
         c, h, w = op.out_chw
         h_in = graph.tensor_chw(op.inputs[k])[1]
         lo, hi = [], [0]
+        empty = False
         for r in range(h):
             win = op.input_windows(Box(0, c, r, r + 1, 0, w))[k]
             lo.append(min(max(win.h0, 0), h_in))
             hi.append(max(min(win.h1, h_in), 0))
+            empty |= lo[-1] >= hi[-1]
         lo.append(lo[-1])
         cache[(name, k)] = (lo, hi)
+        graph.__dict__.setdefault("_row_map_empty", {})[(name, k)] = empty
     return cache[(name, k)]
+
+
+def _has_empty_window(graph: LayerGraph, ops: list[str]) -> bool:
+    """Whether some op of ``ops`` has an output row whose window lies wholly in the padding."""
+    for name in ops:
+        for k in range(len(graph.op[name].inputs)):
+            _row_maps(graph, name, k)
+            if graph.__dict__["_row_map_empty"][(name, k)]:
+                return True
+    return False
 
 
 def block_tables(graph: LayerGraph, ops: list[str], block_input: str) -> BlockTables:
@@ -126,16 +152,82 @@ def block_tables(graph: LayerGraph, ops: list[str], block_input: str) -> BlockTa
     need = whole.needs[block_input]
     return BlockTables(h_out, [f for f, _ in first], [f for f, _ in end], [x for _, x in first], [x for _, x in end],
                        (need.c1 - need.c0) * (need.w1 - need.w0) * graph.batch * FLOAT_BYTES,
-                       c_out * w_out * graph.batch * FLOAT_BYTES)
+                       c_out * w_out * graph.batch * FLOAT_BYTES, not _has_empty_window(graph, ops))
 
 
-def _milp(tab: BlockTables, cluster: Cluster, master: str):
-    """The block model as a PuLP MILP; returns (problem, boundary expressions)."""
+def _flop_prefix(op, e: Box):
+    """FLOPs of ``op``'s rows [0, r) over the channels and columns of ``e``, r = 0..H (array)."""
+    import numpy as np
+
+    h = op.out_chw[1]
+    one = region_flops(op, Box(e.c0, e.c1, 0, 1, e.w0, e.w1))
+    if region_flops(op, Box(e.c0, e.c1, 0, h, e.w0, e.w1)) == h * one:      # per output element: linear
+        return np.arange(h + 1, dtype=np.int64) * one
+    return np.array([region_flops(op, Box(e.c0, e.c1, 0, r, e.w0, e.w1)) for r in range(h + 1)], dtype=np.int64)
+
+
+def all_block_tables(graph: LayerGraph, units: list[list[str]], inputs: list[str],
+                     longest: Optional[int] = None) -> dict[tuple[int, int], BlockTables]:
+    """:func:`block_tables` of every block of units i..j-1 (at most ``longest`` units), equal to
+    it entry by entry (tested) and built in one backward walk per end j: the rows a segment
+    needs of an op depend only on the ops after it, so the block (i, j) is the walk from j's
+    output stopped at unit i. Arrays over the output rows, vectorised with numpy."""
+    import numpy as np
+
+    out: dict[tuple[int, int], BlockTables] = {}
+    n = len(units)
+    for j in range(1, n + 1):
+        first_i = max(0, j - longest) if longest else 0
+        ops = [o for u in units[first_i:j] for o in u]
+        last = ops[-1]
+        c_out, h_out, w_out = graph.op[last].out_chw
+        whole = cone(graph, ops, Task("_", Box.full((c_out, h_out, w_out))))
+        start = np.arange(h_out + 1)
+        rows_f, rows_g = {last: start}, {last: start}
+        ff = np.zeros(h_out + 1, dtype=np.int64)
+        fg = np.zeros(h_out + 1, dtype=np.int64)
+        empty = False
+        for i in range(j - 1, first_i - 1, -1):
+            for name in reversed(units[i]):
+                op = graph.op[name]
+                pre = _flop_prefix(op, whole.regions[name])
+                ff = ff + pre[rows_f[name]]
+                fg = fg + pre[rows_g[name]]
+                for k, t in enumerate(op.inputs):
+                    lo, hi = _row_maps(graph, name, k)
+                    empty |= graph.__dict__["_row_map_empty"][(name, k)]
+                    vf, vg = np.asarray(lo)[rows_f[name]], np.asarray(hi)[rows_g[name]]
+                    rows_f[t] = vf if t not in rows_f else np.minimum(rows_f[t], vf)
+                    rows_g[t] = vg if t not in rows_g else np.maximum(rows_g[t], vg)
+            x = inputs[i]
+            need = whole.regions[x] if x in whole.regions else whole.needs[x]
+            out[(i, j)] = BlockTables(h_out, ff.copy(), fg.copy(), rows_f[x].copy(), rows_g[x].copy(),
+                                      (need.c1 - need.c0) * (need.w1 - need.w0) * graph.batch * FLOAT_BYTES,
+                                      c_out * w_out * graph.batch * FLOAT_BYTES, not empty)
+    return out
+
+
+def row_order(cluster: Cluster, master: str, order: Optional[list[str]] = None) -> list[str]:
+    """The devices in the order their segments take the rows: ``order`` if given (every device
+    once), else the source first, then the others in the cluster's order."""
+    if order is None:
+        return [master] + [d for d in cluster.names if d != master]
+    if sorted(order) != sorted(cluster.names):
+        raise SolverError(f"order {order} must list every device of the cluster once")
+    return list(order)
+
+
+def _milp(tab: BlockTables, cluster: Cluster, master: str, order: Optional[list[str]] = None):
+    """The block model as a PuLP MILP, times in microseconds; returns (problem, boundary
+    expressions)."""
     import pulp
 
-    devs = cluster.names
+    devs = row_order(cluster, master, order)
     h = tab.h
-    lat = cluster.latency_s
+    lat = cluster.latency_s * US
+
+    def bw(src: str, dst: str) -> float:
+        return cluster.bw(src, dst) / US            # bytes per microsecond
     prob = pulp.LpProblem("rfs_rows", pulp.LpMinimize)
     z = {k: [pulp.LpVariable(f"z_{k}_{r}", cat="Binary") for r in range(h + 1)] for k in range(1, len(devs))}
     for k in z:
@@ -155,8 +247,8 @@ def _milp(tab: BlockTables, cluster: Cluster, master: str):
     prob += span
     # the largest time one device's term can take: a tight big-M keeps integrality tolerance
     # (about 1e-6 of a binary) from leaking into the times
-    slowest_bw = min(cluster.bandwidth.values()) if cluster.bandwidth else 1.0
-    big = (max(tab.fg) / min(d.flops_per_s for d in cluster.devices)
+    slowest_bw = min(cluster.bandwidth.values()) / US if cluster.bandwidth else 1.0
+    big = (max(tab.fg) / min(d.flops_per_s / US for d in cluster.devices)
            + (max(tab.xg) * tab.in_row_bytes + h * tab.out_row_bytes) / slowest_bw + 2 * lat)
     comp, scat, gath, act = {}, {}, {}, {}
     for k, d in enumerate(devs, start=1):
@@ -164,18 +256,18 @@ def _milp(tab: BlockTables, cluster: Cluster, master: str):
         act[d] = pulp.LpVariable(f"active_{d}", cat="Binary")
         prob += b - a >= act[d], f"active_lo_{d}"
         prob += b - a <= h * act[d], f"active_hi_{d}"
-        speed = cluster.device(d).flops_per_s
+        speed = cluster.device(d).flops_per_s / US          # FLOPs per microsecond
         comp[d] = pulp.LpVariable(f"compute_{d}", lowBound=0)
         prob += comp[d] >= (pick(k, tab.fg) - pick(k - 1, tab.ff)) / speed - big * (1 - act[d]), f"compute_{d}"
         if d == master:
             continue
         scat[d] = pulp.LpVariable(f"scatter_{d}", lowBound=0)
         rows_in = pick(k, tab.xg) - pick(k - 1, tab.xf)
-        prob += scat[d] >= lat + rows_in * tab.in_row_bytes / cluster.bw(master, d) - big * (1 - act[d]), f"scatter_{d}"
+        prob += scat[d] >= lat + rows_in * tab.in_row_bytes / bw(master, d) - big * (1 - act[d]), f"scatter_{d}"
         gath[d] = pulp.LpVariable(f"gather_{d}", lowBound=0)
-        prob += gath[d] >= lat + (b - a) * tab.out_row_bytes / cluster.bw(d, master) - big * (1 - act[d]), f"gather_{d}"
+        prob += gath[d] >= lat + (b - a) * tab.out_row_bytes / bw(d, master) - big * (1 - act[d]), f"gather_{d}"
     prob += span >= comp[master], "span_master"
-    workers = [d for d in devs if d != master]
+    workers = [d for d in cluster.names if d != master]    # messages are served in the cluster's order
     if cluster.link == "shared":
         s_prev = 0
         arrive = {}
@@ -196,18 +288,18 @@ def _milp(tab: BlockTables, cluster: Cluster, master: str):
     return prob, bnd
 
 
-def _cpsat(tab: BlockTables, cluster: Cluster, master: str):
-    """The block model in CP-SAT (integer nanoseconds); returns (model, boundary variables)."""
+def _cpsat(tab: BlockTables, cluster: Cluster, master: str, order: Optional[list[str]] = None):
+    """The block model in CP-SAT (integer picoseconds); returns (model, boundary variables)."""
     from ortools.sat.python import cp_model
 
     m = cp_model.CpModel()
-    devs = cluster.names
+    devs = row_order(cluster, master, order)
     h = tab.h
-    lat = round(cluster.latency_s * NS)
+    lat = round(cluster.latency_s * PS)
     bnd = [m.new_constant(0)] + [m.new_int_var(0, h, f"B_{d}") for d in devs[:-1]] + [m.new_constant(h)]
     for a, b in zip(bnd, bnd[1:]):
         m.add(a <= b)
-    big = 10 ** 15
+    big = 10 ** 17           # picoseconds: a day
 
     def gated(value, act, name):
         v = m.new_int_var(0, big, name)
@@ -227,8 +319,8 @@ def _cpsat(tab: BlockTables, cluster: Cluster, master: str):
         m.add(b >= a + 1).only_enforce_if(act[d])
         m.add(b == a).only_enforce_if(~act[d])
         speed = cluster.device(d).flops_per_s
-        fg = look(b, [round(f * NS / speed) for f in tab.fg], f"fg_{d}")
-        ff = look(a, [round(f * NS / speed) for f in tab.ff], f"ff_{d}")
+        fg = look(b, [round(f * PS / speed) for f in tab.fg], f"fg_{d}")
+        ff = look(a, [round(f * PS / speed) for f in tab.ff], f"ff_{d}")
         comp[d] = gated(fg - ff, act[d], f"compute_{d}")
         if d == master:
             continue
@@ -236,17 +328,17 @@ def _cpsat(tab: BlockTables, cluster: Cluster, master: str):
         xf = look(a, tab.xf, f"xf_{d}")
         rows_in = m.new_int_var(0, max(tab.xg), f"rows_in_{d}")
         m.add(rows_in == xg - xf)
-        t_in = look(rows_in, [lat + round(r * tab.in_row_bytes * NS / cluster.bw(master, d))
+        t_in = look(rows_in, [lat + round(r * tab.in_row_bytes * PS / cluster.bw(master, d))
                               for r in range(max(tab.xg) + 1)], f"scatter_time_{d}")
         scat[d] = gated(t_in, act[d], f"scatter_{d}")
         rows_out = m.new_int_var(0, h, f"rows_out_{d}")
         m.add(rows_out == b - a)
-        t_out = look(rows_out, [lat + round(r * tab.out_row_bytes * NS / cluster.bw(d, master)) for r in range(h + 1)],
+        t_out = look(rows_out, [lat + round(r * tab.out_row_bytes * PS / cluster.bw(d, master)) for r in range(h + 1)],
                      f"gather_time_{d}")
         gath[d] = gated(t_out, act[d], f"gather_{d}")
     span = m.new_int_var(0, big, "span")
     m.add(span >= comp[master])
-    workers = [d for d in devs if d != master]
+    workers = [d for d in cluster.names if d != master]    # messages are served in the cluster's order
     if cluster.link == "shared":
         t = m.new_constant(0)
         arrive = {}
@@ -269,34 +361,290 @@ def _cpsat(tab: BlockTables, cluster: Cluster, master: str):
 
 
 def segment_model(graph: LayerGraph, cluster: Cluster, ops: list[str], block_input: str, master: str,
-                  solver: str = "cpsat"):
-    """The block model for ``solver`` (cbc/highs: PuLP MILP; cpsat) and its boundary expressions."""
+                  solver: str = "cpsat", order: Optional[list[str]] = None):
+    """The block model for ``solver`` (cbc/highs: PuLP MILP; cpsat) and its boundary expressions,
+    rows in :func:`row_order`."""
     tab = block_tables(graph, ops, block_input)
-    return (_cpsat if solver == "cpsat" else _milp)(tab, cluster, master)
+    return (_cpsat if solver == "cpsat" else _milp)(tab, cluster, master, order)
+
+
+# -- the fast exact path: a search on the block's time over a DP on boundaries --------------------
+
+DP_GAP_REL = 1e-9   # the shared medium's search stops when (best - proven bound) <= this x best
+
+
+def _time_tables(tab: BlockTables, cluster: Cluster, master: str, d: str):
+    """Seconds of device ``d`` for a segment [a, b) (arrays indexed [a, b], inf where b <= a):
+    (scatter, compute, gather); scatter and gather are zero for the master."""
+    import numpy as np
+
+    h = tab.h
+    a = np.arange(h + 1)[:, None]
+    b = np.arange(h + 1)[None, :]
+    empty = b <= a
+    inf = np.where(empty, np.inf, 0.0)
+    comp = (np.asarray(tab.fg, float)[None, :] - np.asarray(tab.ff, float)[:, None]) / cluster.device(d).flops_per_s
+    if d == master:
+        zero = np.zeros((h + 1, h + 1))
+        return zero + inf, comp + inf, zero + inf
+    rows_in = np.asarray(tab.xg, float)[None, :] - np.asarray(tab.xf, float)[:, None]
+    scat = cluster.latency_s + rows_in * tab.in_row_bytes / cluster.bw(master, d)
+    gath = cluster.latency_s + (b - a) * tab.out_row_bytes / cluster.bw(d, master)
+    return scat + inf, comp + inf, gath + inf
+
+
+def table_span(tab: BlockTables, cluster: Cluster, master: str, segments: dict[str, tuple[int, int]]) -> float:
+    """The block's time (s) for ``segments`` as the tables state :func:`partopt.plan.stage_span`'s
+    schedule (the module doc); the models below all minimise this."""
+    def terms(d):
+        a, b = segments[d]
+        rows_in = tab.xg[b] - tab.xf[a]
+        comp = (tab.fg[b] - tab.ff[a]) / cluster.device(d).flops_per_s
+        if d == master:
+            return 0.0, comp, 0.0
+        return (cluster.latency_s + rows_in * tab.in_row_bytes / cluster.bw(master, d), comp,
+                cluster.latency_s + (b - a) * tab.out_row_bytes / cluster.bw(d, master))
+    active = [d for d in cluster.names if d in segments and segments[d][1] > segments[d][0]]
+    span = terms(master)[1] if master in active else 0.0
+    workers = [d for d in active if d != master]
+    if cluster.link == "mesh":
+        return float(max([span] + [sum(terms(d)) for d in workers]))
+    t, arrive = 0.0, {}
+    for d in workers:
+        t += terms(d)[0]
+        arrive[d] = t
+    for d in workers:
+        _, c, g = terms(d)
+        t = max(t, arrive[d] + c) + g
+    return float(max(span, t))
+def _device_classes(cluster: Cluster, master: str) -> list[list[str]]:
+    """Devices that are interchangeable in a block (same speed, same links to and from the
+    source), the source alone in its class; classes in the cluster's order."""
+    key: dict[tuple, list[str]] = {}
+    for d in cluster.names:
+        k = ("source",) if d == master else (cluster.device(d).flops_per_s, cluster.bw(master, d), cluster.bw(d, master))
+        key.setdefault(k, []).append(d)
+    return list(key.values())
+
+
+def _mesh_rows(tab: BlockTables, cluster: Cluster, master: str) -> tuple[float, dict[str, tuple[int, int]]]:
+    """Mesh: a device's time depends on its own segment only, so the block's time is the
+    largest of them, one of finitely many values. For a time T, ``reach(S)`` = the most rows a
+    set S of devices covers from row 0, in any order, each within T. A device's furthest end
+    from a start ``a`` never falls as ``a`` grows, so reaching as far as possible is always
+    right: reach(S) = max over d in S of end_d(reach(S - d)). Interchangeable devices are
+    counted, not listed. A binary search over the sorted values finds the least T with
+    reach(all) = H. Returns (that T in seconds, the segments)."""
+    import numpy as np
+
+    h = tab.h
+    classes = _device_classes(cluster, master)
+    times = []
+    for cls in classes:
+        s, c, g = _time_tables(tab, cluster, master, cls[0])
+        times.append(s + c + g)
+    counts = [len(c) for c in classes]
+    states = list(itertools.product(*[range(n + 1) for n in counts]))     # S - d comes before S
+    rows = np.arange(h + 1)
+
+    def reach(t: float) -> dict[tuple[int, ...], tuple[int, int]]:
+        furthest = [rows + (m <= t).sum(axis=1) for m in times]           # end_d(a); a when d stays idle
+        best = {states[0]: (0, -1)}
+        for st in states[1:]:
+            best[st] = max((int(furthest[k][best[st[:k] + (st[k] - 1,) + st[k + 1:]][0]]), k)
+                           for k in range(len(counts)) if st[k])
+        return best
+
+    values = np.unique(np.concatenate([m[np.isfinite(m)] for m in times] + [np.zeros(1)]))
+    full = tuple(counts)
+    lo, hi = 0, len(values) - 1          # at the largest value the source alone covers every row
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if reach(values[mid])[full][0] >= h:
+            hi = mid
+        else:
+            lo = mid + 1
+    best = reach(values[lo])
+    segs: dict[str, tuple[int, int]] = {}
+    free = [list(cls) for cls in classes]
+    st = full
+    while any(st):                      # walk back: which class took each state's last segment
+        end, k = best[st]
+        prev = st[:k] + (st[k] - 1,) + st[k + 1:]
+        start = best[prev][0]
+        d = free[k].pop(0)
+        if end > start:
+            segs[d] = (start, end)
+        st = prev
+    return float(values[lo]), segs
+
+
+def _shared_rows(tab: BlockTables, cluster: Cluster, master: str,
+                 gap_rel: float = None) -> tuple[float, float, dict[str, tuple[int, int]]]:
+    """Shared medium, rows in :func:`row_order` (the source's first, then the other devices' in
+    the cluster's order), any device may get none; every gather link of one bandwidth.
+
+    Under a bound T on the block's time the source may take as many rows as it computes within
+    T (shrinking the segments after it only shortens their messages and compute). For a worker d
+    whose rows end at b, the gathers from d on take ``gather_d + (K - n_d) * latency +
+    (H - b) * beta`` (K active workers, n_d of them up to d, beta seconds per output row). So for
+    each K a DP over the workers in order keeps, per (count, boundary), the least scatter time
+    so far, under worker d's bound ``scatter so far + compute_d + gathers from d on <= T``; T is
+    feasible when some K ends at row H with ``scatter + gathers <= T``. A bisection on T, each
+    feasible T lowered to the time of the rows found, stops at a relative gap of ``gap_rel``.
+    Returns (best time, proven lower bound, segments), seconds."""
+    import numpy as np
+
+    gap_rel = DP_GAP_REL if gap_rel is None else gap_rel
+    h = tab.h
+    workers = [d for d in cluster.names if d != master]
+    lat = cluster.latency_s
+    beta = tab.out_row_bytes / cluster.bw(workers[0], master) if workers else 0.0
+    _, comp_m, _ = _time_tables(tab, cluster, master, master)
+    comp_m0 = np.concatenate([[0.0], comp_m[0, 1:]])       # the source's time for rows [0, b)
+    identical = len(_device_classes(cluster, master)) <= 2
+    tables = {}
+    for d in (workers[:1] if identical else workers):
+        s, c, g = _time_tables(tab, cluster, master, d)
+        # a worker's bound less the count term: scatter + compute + gather + (H - b) * beta
+        tables[d] = (s, c + g + (h - np.arange(h + 1))[None, :] * beta)
+
+    def feasible_identical(t: float) -> Optional[dict[str, tuple[int, int]]]:
+        """The DP for interchangeable workers (the first K of them work), every K at once:
+        a[K, b] = least scatter time with n workers active so far, rows ending at b."""
+        bm = int(np.nonzero(comp_m0 <= t)[0].max())
+        segs = {master: (0, bm)} if bm else {}
+        if bm == h:
+            return segs
+        s, rest = tables[workers[0]]
+        w = len(workers)
+        a = np.full((w + 1, h + 1), np.inf)
+        a[1:, bm] = 0.0
+        back = []
+        ks = np.arange(w + 1)
+        for n in range(w):
+            # the (n+1)-th worker of K: its bound leaves (K - n - 1) gather latencies after it
+            thr = t - (ks - n - 1) * lat
+            cand = a[:, :, None] + s[None]
+            cand = np.where(cand + rest[None] <= thr[:, None, None], cand, np.inf)
+            arg = cand.argmin(axis=1)
+            a = np.take_along_axis(cand, arg[:, None, :], axis=1)[:, 0, :]
+            a[: n + 1] = np.inf            # K <= n is finished
+            back.append(arg)
+            k = n + 1
+            if a[k, h] + k * lat + (h - bm) * beta <= t:
+                b = h
+                for i in range(k - 1, -1, -1):
+                    prev = int(back[i][k, b])
+                    segs[workers[i]] = (prev, b)
+                    b = prev
+                return segs
+        return None
+
+    def feasible(t: float) -> Optional[dict[str, tuple[int, int]]]:
+        bm = int(np.nonzero(comp_m0 <= t)[0].max())
+        segs = {master: (0, bm)} if bm else {}
+        if bm == h:
+            return segs
+        for k in range(1, len(workers) + 1):
+            # a[n][b]: least scatter time with n workers active so far, their rows ending at b
+            a = [np.full(h + 1, np.inf) for _ in range(k + 1)]
+            a[0][bm] = 0.0
+            back = []
+            seq = workers[:k] if identical else workers   # interchangeable: the first k work
+            for i, d in enumerate(seq):
+                s, rest = tables[workers[0] if identical else d]
+                step = {}
+                for n in range(min(i, k - 1), -1, -1):
+                    if identical and n != i:
+                        continue
+                    src = np.nonzero(np.isfinite(a[n]))[0]
+                    if not len(src):
+                        continue
+                    cand = a[n][src][:, None] + s[src]
+                    cand = np.where(cand + rest[src] <= t - (k - n - 1) * lat, cand, np.inf)
+                    arg = cand.argmin(axis=0)
+                    val = cand[arg, np.arange(h + 1)]
+                    better = val < a[n + 1]
+                    a[n + 1] = np.where(better, val, a[n + 1])
+                    step[n] = np.where(better, src[arg], -1)
+                back.append(step)
+            if a[k][h] + k * lat + (h - bm) * beta <= t:
+                n, b = k, h
+                for i in range(len(back) - 1, -1, -1):
+                    if n and n - 1 in back[i] and back[i][n - 1][b] >= 0:
+                        prev = int(back[i][n - 1][b])
+                        segs[seq[i]] = (prev, b)
+                        n, b = n - 1, prev
+                return segs
+        return None
+
+    best = {master: (0, h)}
+    hi = table_span(tab, cluster, master, best)
+    lo = 0.0
+    test = feasible_identical if identical and workers else feasible
+    while hi - lo > gap_rel * hi:
+        mid = (lo + hi) / 2
+        segs = test(mid)
+        if segs is None:
+            lo = mid
+        else:
+            best, hi = segs, table_span(tab, cluster, master, segs)
+    return hi, lo, best
+
+
+def dp_rows(graph: LayerGraph, cluster: Cluster, ops: list[str], block_input: str, master: str,
+            tab: Optional[BlockTables] = None) -> Rows:
+    """The block's optimal integer rows without a solver (:func:`_mesh_rows`,
+    :func:`_shared_rows`): on a mesh over every order and subset of the devices (exact), on a
+    shared medium in :func:`row_order` over every subset (to a relative gap of
+    :data:`DP_GAP_REL`). Status ``optimal``; ``bound`` is the proven lower bound (s). ``tab``: the
+    block's tables if already built (:func:`all_block_tables`)."""
+    t0 = time.perf_counter()
+    tab = tab or block_tables(graph, ops, block_input)
+    if cluster.link == "mesh":
+        bound, segs = _mesh_rows(tab, cluster, master)
+        value = table_span(tab, cluster, master, segs)
+    else:
+        workers = [d for d in cluster.names if d != master]
+        if len({cluster.bw(d, master) for d in workers}) > 1:
+            raise SolverError("the row DP on a shared medium needs one gather bandwidth; use cpsat, highs or cbc")
+        value, bound, segs = _shared_rows(tab, cluster, master)
+    return Rows("optimal", segs, value, min(bound, value), time.perf_counter() - t0)
 
 
 def best_rows(graph: LayerGraph, cluster: Cluster, ops: list[str], block_input: str, master: str,
               time_limit: Optional[float] = 30.0, workers: Optional[int] = None,
-              hint: Optional[dict[str, tuple[int, int]]] = None, solver: str = "cpsat") -> Rows:
+              hint: Optional[dict[str, tuple[int, int]]] = None, solver: str = "dp",
+              order: Optional[list[str]] = None) -> Rows:
     """Integer segments minimising the block's time; status optimal|feasible|no_solution.
+
+    ``solver="dp"`` (default): :func:`dp_rows`, no time limit needed; on a mesh over every order
+    of the devices. ``cbc``/``highs``/``cpsat``: the MILP or CP-SAT model with rows in
+    :func:`row_order` (``order`` to fix another one), within ``time_limit`` seconds.
     ``hint`` (CP-SAT only): segments to start from (device -> (first row, end row))."""
-    if solver not in ("cbc", "highs", "cpsat"):
-        raise SolverError(f"unknown solver {solver!r}; choose cbc, highs or cpsat")
-    model, bnd = segment_model(graph, cluster, ops, block_input, master, solver)
+    if solver not in ("dp", "cbc", "highs", "cpsat"):
+        raise SolverError(f"unknown row solver {solver!r}; choose dp, cbc, highs or cpsat")
+    if solver == "dp":
+        if order is not None:
+            raise SolverError("the row DP chooses the order itself; give order only to cbc, highs or cpsat")
+        return dp_rows(graph, cluster, ops, block_input, master)
+    devs = row_order(cluster, master, order)
+    model, bnd = segment_model(graph, cluster, ops, block_input, master, solver, devs)
     if solver == "cpsat":
         if hint:
             end = 0
-            for i, d in enumerate(cluster.names[:-1]):
+            for i, d in enumerate(devs[:-1]):
                 end = hint.get(d, (end, end))[1]
                 model.add_hint(bnd[i + 1], end)
-        res, s = solve_cpsat(model, time_limit, workers, scale=NS)
+        res, s = solve_cpsat(model, time_limit, workers, scale=PS)
         values = None if res.objective is None else [s.value(b) for b in bnd]
     else:
         import pulp
-        res = solve_milp(model, solver, time_limit, workers, gap_rel=1e-9)
+        res = solve_milp(model, solver, time_limit, workers, scale=US)
         values = None if res.objective is None else [round(pulp.value(b)) if not isinstance(b, int) else b
                                                       for b in bnd]
     if values is None:
         return Rows(res.status, {}, None, res.bound, res.solve_s)
-    segs = {d: (values[i], values[i + 1]) for i, d in enumerate(cluster.names) if values[i + 1] > values[i]}
+    segs = {d: (values[i], values[i + 1]) for i, d in enumerate(devs) if values[i + 1] > values[i]}
     return Rows(res.status, segs, res.objective, res.bound, res.solve_s)
