@@ -152,6 +152,20 @@ def nptp_gap() -> str:
                    "evaluate: exact tiling faster", "equal", "slower"], out)
 
 
+def default_counts() -> str:
+    """How many rows the default sweep has, how many plans, how many verified, which infeasible."""
+    rows = _rows("default.csv")
+    plans = [r for r in rows if r["status"] in ("heuristic", "optimal", "feasible")]
+    infeasible = [r for r in rows if r["status"] == "infeasible"]
+    out = [["instances (rows)", len(rows)], ["plans (heuristic, optimal or feasible)", len(plans)],
+           ["plans verified in torch", sum(r["verified"] == "True" for r in plans)],
+           ["infeasible rows", len(infeasible)]]
+    for r in infeasible:
+        out.append([f"infeasible: {r['model']} {r['cluster']} {r['method']} {r['mode']} {r['solver'] or ''}".strip(),
+                    r["reason"][:80]])
+    return _table(["", ""], out)
+
+
 def default_summary() -> str:
     return markdown_table(summary_rows(load_results(os.path.join(RESULTS, "default.csv"))))
 
@@ -242,7 +256,7 @@ def default_union() -> str:
 
 
 BLOCKS: dict[str, Callable[[], str]] = {
-    "demo": demo, "best": best_summary, "best-bound": best_bound_histogram, "best-exact": best_exact,
+    "demo": demo, "default-counts": default_counts, "best": best_summary, "best-bound": best_bound_histogram, "best-exact": best_exact,
     "default-union": default_union,
     "iop-gap": iop_gap, "iop-vs-coedge": iop_vs_coedge, "dpfp-gap": dpfp_gap, "dpfp-zoo": dpfp_zoo, "dpfp-speed": dpfp_speed, "nptp-gap": nptp_gap,
     "default-summary": default_summary, "default-solvers": default_solvers, "runtime": runtime, "core": core,

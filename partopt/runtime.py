@@ -198,7 +198,12 @@ class RunResult:
     ranks: list[RankRecord] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, with ``ok`` under ``verified``: the same key names as ``solve --json``
+        for the same facts (``verified``, ``latency_s``, ``max_rel_err``), plus
+        ``predicted_latency_s`` and ``ratio``."""
+        d = asdict(self)
+        d["verified"] = d.pop("ok")
+        return d
 
 
 # ---------------------------------------------------------------------------------------

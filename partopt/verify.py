@@ -57,7 +57,11 @@ class Verification:
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, with ``ok`` under ``verified`` (the key ``solve --json`` and ``run --json``
+        use for the same fact)."""
+        d = asdict(self)
+        d["verified"] = d.pop("ok")
+        return d
 
 
 class _Missing(Exception):

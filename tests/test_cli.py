@@ -37,7 +37,7 @@ def test_solve_json_fields_and_verify(capsys, tmp_path):
         assert key in rec
     assert rec["verified"] is True and rec["mode"] == "heuristic" and rec["status"] == "heuristic"
     code, out, _ = run(capsys, "verify", str(plan), "--json")
-    assert code == 0 and json.loads(out)["ok"] is True
+    assert code == 0 and json.loads(out)["verified"] is True
     code, out, _ = run(capsys, "solve", "lenet5", "--method", "layerwise")
     assert code == 0 and "latency" in out
 

@@ -225,7 +225,8 @@ def test_cli_run_json_and_failures(lenet_plan, tmp_path, capsys):
     lenet_plan.save(p)
     assert main(["run", p, "--json", "--repeat", "1", "--warmup", "0", "--no-emulate"]) == 0
     rec = json.loads(capsys.readouterr().out)
-    assert rec["ok"] and rec["world"] == 3 and rec["bytes_moved"] == lenet_plan.comm_bytes
+    assert rec["verified"] and rec["world"] == 3 and rec["bytes_moved"] == lenet_plan.comm_bytes
+    assert "ok" not in rec and {"latency_s", "max_rel_err", "predicted_latency_s", "ratio"} <= set(rec)
     assert main(["run", p, "--world", "5"]) == 2
     assert "exactly 3 ranks" in capsys.readouterr().err
     assert main(["run", p, "--fault", "0:die", "--repeat", "1", "--warmup", "0", "--timeout", "20"]) == 3
