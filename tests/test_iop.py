@@ -155,6 +155,22 @@ def test_pair_splits_weights_of_a_and_b():
 
 # -- greedy and exact ----------------------------------------------------------------------
 @pytest.mark.parametrize("solver", ["cbc", "highs", "cpsat"])
+def test_exact_equals_brute_force_near_a_tenth_of_a_millisecond(solver):
+    """Fast devices: plans of about 1e-4 s that differ by far less. With times in microseconds
+    (MILP) and integer picoseconds (CP-SAT) and explicit gaps (partopt.solvers), every back-end's
+    optimum equals brute force to 1e-6 relative."""
+    net, x, g = tiny(c=(12, 12, 8), size=6)
+    for c in (homogeneous(2, flops_per_s=2e9, bandwidth_bytes_per_s=2e8, latency_s=2e-6, name="fast2"),
+              heterogeneous([("a", 1e9, GiB), ("b", 3e9, GiB)], 5e8, latency_s=1e-6, name="fasth2")):
+        bf = iop.brute_force(g, c)
+        assert 2e-5 < bf.report.latency_s < 5e-4
+        ex = iop.exact(g, c, solver=solver)
+        assert ex.status == "optimal"
+        assert ex.report.latency_s == pytest.approx(bf.report.latency_s, rel=1e-6, abs=0)
+        assert ex.plan.meta["model_latency_s"] == pytest.approx(ex.report.latency_s, rel=1e-6, abs=0)
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs", "cpsat"])
 @pytest.mark.parametrize("n, which", [(2, 0), (2, 1), (3, 1)])
 def test_exact_equals_brute_force(solver, n, which):
     """Over three bandwidths and three memory caps (none, and two that rule out the plan
