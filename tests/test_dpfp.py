@@ -253,6 +253,9 @@ def test_row_solver_errors():
     uneven.bandwidth[("b", "a")] = 1e8
     with pytest.raises(SolverError, match="one gather bandwidth"):
         best_rows(g, uneven, ops, p.inputs[0], "a")
+    # dpfp --exact on such a cluster falls back to the CP-SAT twin instead of failing
+    e = dpfp.exact(g, uneven, model="chain")
+    assert e.status == "optimal" and e.report.memory_ok
 
 
 @pytest.mark.parametrize("solver", ["cbc", "highs", "cpsat"])

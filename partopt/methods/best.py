@@ -64,7 +64,7 @@ from ..plan import Plan, Stage, Task, build_plan, evaluate
 from ..solvers import Solution
 from . import baselines, dn2pciot, dpfp, iop, nptp, segment_path
 from .baselines import layer_stages, split_tasks
-from .rfs_rows import all_block_tables, table_span
+from .rfs_rows import all_block_tables, row_segments, table_span
 
 WHOLE_CLUSTER: dict[str, Callable] = {
     "single": baselines.single, "layerwise": baselines.layerwise, "coedge": baselines.coedge,
@@ -184,7 +184,7 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
                     st[-1].gather_to = master
                     options.append(("layers", st))
                 for style, stages in options:
-                    row_segs = _row_segments(graph, tables.get((i, j)), stages)
+                    row_segs = row_segments(graph, tables.get((i, j)), stages[0]) if len(stages) == 1 else None
                     if row_segs is not None:
                         seconds, weights, act = table_span(tables[(i, j)], cluster, master, row_segs), {}, {}
                     else:
@@ -196,17 +196,6 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     elif rows != "speed":
         raise PartoptError(f"rows must be 'speed' or 'optimal', not {rows!r}")
     return seg
-
-
-def _row_segments(graph: LayerGraph, tab, stages: list[Stage]) -> Optional[dict[str, tuple[int, int]]]:
-    """device -> (first row, end row) when ``stages`` is one stage of whole-width row segments
-    gathered at the master and ``tab`` (its block's tables) is exact; else None."""
-    if tab is None or not tab.exact or len(stages) != 1:
-        return None
-    c, _, w = graph.tensor_chw(stages[0].ops[-1])
-    if any((t.box.c0, t.box.c1, t.box.w0, t.box.w1) != (0, c, 0, w) or t.in_channels for t in stages[0].tasks):
-        return None
-    return {t.device: (t.box.h0, t.box.h1) for t in stages[0].tasks}
 
 
 def _add_row_variants(seg: Segments, solver: str, block_time_limit: Optional[float]) -> None:

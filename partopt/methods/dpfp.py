@@ -65,7 +65,7 @@ from ..plan import Stage, Task, build_plan, evaluate, gathered, route_stage, sta
 from ..solvers import Solution
 from . import segment_path
 from .baselines import split_tasks
-from .rfs_rows import all_block_tables, best_rows, dp_rows, table_span
+from .rfs_rows import all_block_tables, best_rows, dp_applies, dp_rows, row_segments, table_span
 
 
 
@@ -156,7 +156,8 @@ def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     ``rows="speed"``: every block's rows in proportion to ``shares`` (default: device speed).
     ``rows="optimal"``: every block's own integer rows minimising its time
     (:mod:`partopt.methods.rfs_rows`, by ``row_solver``: ``dp`` (no solver; on a mesh over every
-    order of the devices), or the MILP/CP-SAT twins cbc, highs, cpsat with ``block_time_limit``
+    order of the devices; on a shared medium whose gather links differ in bandwidth the CP-SAT
+    twin takes its place), or the MILP/CP-SAT twins cbc, highs, cpsat with ``block_time_limit``
     seconds per block); its ``lower`` holds each block's proven lower bound.
     ``max_block_units``: price only blocks of at most that many units (all by default); the DP
     is then exact over blockings with blocks no longer than that.
@@ -174,6 +175,8 @@ def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     tables = all_block_tables(graph, units, inputs, longest)
     if rows == "optimal":
         p.segments, p.lower = {}, {}
+        if row_solver == "dp" and not dp_applies(cluster, master):
+            row_solver = "cpsat"        # a shared medium with unequal gather links: the CP-SAT twin
         for (i, j), tab in sorted(tables.items()):
             ops = [n for u in units[i:j] for n in u]
             speed_rows = {t.device: (t.box.h0, t.box.h1) for t in split_tasks(graph, ops[-1], shares)}
@@ -191,10 +194,10 @@ def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
             p.lower[(i, j)] = max(0.0, (r.bound or 0.0) - slack)
     for (i, j), tab in tables.items():
         st = block_stage(p, i, j)
-        c, _, w = graph.op[st.ops[-1]].out_chw
-        if tab.exact and all((t.box.c0, t.box.c1, t.box.w0, t.box.w1) == (0, c, 0, w) for t in st.tasks):
+        segs = row_segments(graph, tab, st)
+        if segs is not None:
             # row segments: the tables state stage_span's schedule (tested equal on the zoo)
-            p.cost[(i, j)] = table_span(tab, cluster, master, {t.device: (t.box.h0, t.box.h1) for t in st.tasks})
+            p.cost[(i, j)] = table_span(tab, cluster, master, segs)
         else:
             routed = route_stage(graph, st, {inputs[i]: gathered(graph, inputs[i], master)})
             p.cost[(i, j)] = stage_span(graph, cluster, routed, master)

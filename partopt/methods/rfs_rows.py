@@ -49,6 +49,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from dataclasses import dataclass
@@ -373,37 +374,34 @@ def segment_model(graph: LayerGraph, cluster: Cluster, ops: list[str], block_inp
 DP_GAP_REL = 1e-9   # the shared medium's search stops when (best - proven bound) <= this x best
 
 
+def device_terms(tab: BlockTables, cluster: Cluster, master: str, d: str, a, b):
+    """Seconds of device ``d`` for the segment [a, b): (scatter, compute, gather), the module
+    doc's rules; scatter and gather are zero for the master. ``a`` and ``b`` are row indices or
+    numpy index arrays (then every term is an array, broadcast)."""
+    comp = (tab.fg[b] - tab.ff[a]) / cluster.device(d).flops_per_s
+    if d == master:
+        return comp * 0.0, comp, comp * 0.0
+    scat = cluster.latency_s + (tab.xg[b] - tab.xf[a]) * tab.in_row_bytes / cluster.bw(master, d)
+    gath = cluster.latency_s + (b - a) * tab.out_row_bytes / cluster.bw(d, master)
+    return scat, comp, gath
+
+
 def _time_tables(tab: BlockTables, cluster: Cluster, master: str, d: str):
-    """Seconds of device ``d`` for a segment [a, b) (arrays indexed [a, b], inf where b <= a):
-    (scatter, compute, gather); scatter and gather are zero for the master."""
+    """:func:`device_terms` for every segment (arrays indexed [a, b], inf where b <= a)."""
     import numpy as np
 
-    h = tab.h
-    a = np.arange(h + 1)[:, None]
-    b = np.arange(h + 1)[None, :]
-    empty = b <= a
-    inf = np.where(empty, np.inf, 0.0)
-    comp = (np.asarray(tab.fg, float)[None, :] - np.asarray(tab.ff, float)[:, None]) / cluster.device(d).flops_per_s
-    if d == master:
-        zero = np.zeros((h + 1, h + 1))
-        return zero + inf, comp + inf, zero + inf
-    rows_in = np.asarray(tab.xg, float)[None, :] - np.asarray(tab.xf, float)[:, None]
-    scat = cluster.latency_s + rows_in * tab.in_row_bytes / cluster.bw(master, d)
-    gath = cluster.latency_s + (b - a) * tab.out_row_bytes / cluster.bw(d, master)
-    return scat + inf, comp + inf, gath + inf
+    a = np.arange(tab.h + 1)[:, None]
+    b = np.arange(tab.h + 1)[None, :]
+    inf = np.where(b <= a, np.inf, 0.0)
+    arrays = dataclasses.replace(tab, **{k: np.asarray(getattr(tab, k)) for k in ("ff", "fg", "xf", "xg")})
+    return tuple(t + inf for t in device_terms(arrays, cluster, master, d, a, b))
 
 
 def table_span(tab: BlockTables, cluster: Cluster, master: str, segments: dict[str, tuple[int, int]]) -> float:
     """The block's time (s) for ``segments`` as the tables state :func:`partopt.plan.stage_span`'s
     schedule (the module doc); the models below all minimise this."""
     def terms(d):
-        a, b = segments[d]
-        rows_in = tab.xg[b] - tab.xf[a]
-        comp = (tab.fg[b] - tab.ff[a]) / cluster.device(d).flops_per_s
-        if d == master:
-            return 0.0, comp, 0.0
-        return (cluster.latency_s + rows_in * tab.in_row_bytes / cluster.bw(master, d), comp,
-                cluster.latency_s + (b - a) * tab.out_row_bytes / cluster.bw(d, master))
+        return device_terms(tab, cluster, master, d, *segments[d])
     active = [d for d in cluster.names if d in segments and segments[d][1] > segments[d][0]]
     span = terms(master)[1] if master in active else 0.0
     workers = [d for d in active if d != master]
@@ -417,6 +415,20 @@ def table_span(tab: BlockTables, cluster: Cluster, master: str, segments: dict[s
         _, c, g = terms(d)
         t = max(t, arrive[d] + c) + g
     return float(max(span, t))
+
+
+def row_segments(graph: LayerGraph, tab: Optional[BlockTables], stage) -> Optional[dict[str, tuple[int, int]]]:
+    """device -> (first row, end row) when ``stage`` splits its output into whole-width,
+    all-channel row segments and ``tab`` (its block's tables) is exact, so :func:`table_span`
+    prices it as ``stage_span`` does; else None."""
+    if tab is None or not tab.exact:
+        return None
+    c, _, w = graph.tensor_chw(stage.ops[-1])
+    if any((t.box.c0, t.box.c1, t.box.w0, t.box.w1) != (0, c, 0, w) or t.in_channels for t in stage.tasks):
+        return None
+    return {t.device: (t.box.h0, t.box.h1) for t in stage.tasks}
+
+
 def _device_classes(cluster: Cluster, master: str) -> list[list[str]]:
     """Devices that are interchangeable in a block (same speed, same links to and from the
     source), the source alone in its class; classes in the cluster's order."""
@@ -480,7 +492,7 @@ def _mesh_rows(tab: BlockTables, cluster: Cluster, master: str) -> tuple[float, 
 
 
 def _shared_rows(tab: BlockTables, cluster: Cluster, master: str,
-                 gap_rel: float = None) -> tuple[float, float, dict[str, tuple[int, int]]]:
+                 gap_rel: Optional[float] = None) -> tuple[float, float, dict[str, tuple[int, int]]]:
     """Shared medium, rows in :func:`row_order` (the source's first, then the other devices' in
     the cluster's order), any device may get none; every gather link of one bandwidth.
 
@@ -593,6 +605,12 @@ def _shared_rows(tab: BlockTables, cluster: Cluster, master: str,
     return hi, lo, best
 
 
+def dp_applies(cluster: Cluster, master: str) -> bool:
+    """Whether :func:`dp_rows` covers ``cluster``: every mesh; a shared medium whose links from
+    the other devices to the source have one bandwidth."""
+    return cluster.link == "mesh" or len({cluster.bw(d, master) for d in cluster.names if d != master}) <= 1
+
+
 def dp_rows(graph: LayerGraph, cluster: Cluster, ops: list[str], block_input: str, master: str,
             tab: Optional[BlockTables] = None) -> Rows:
     """The block's optimal integer rows without a solver (:func:`_mesh_rows`,
@@ -606,8 +624,7 @@ def dp_rows(graph: LayerGraph, cluster: Cluster, ops: list[str], block_input: st
         bound, segs = _mesh_rows(tab, cluster, master)
         value = table_span(tab, cluster, master, segs)
     else:
-        workers = [d for d in cluster.names if d != master]
-        if len({cluster.bw(d, master) for d in workers}) > 1:
+        if not dp_applies(cluster, master):
             raise SolverError("the row DP on a shared medium needs one gather bandwidth; use cpsat, highs or cbc")
         value, bound, segs = _shared_rows(tab, cluster, master)
     return Rows("optimal", segs, value, min(bound, value), time.perf_counter() - t0)
