@@ -538,6 +538,21 @@ class Schedule:
         self.flops = {d: 0 for d in self.speed}
         self.messages = 0
 
+    def copy(self) -> "Schedule":
+        """An independent copy of the state, to price several continuations of one run of
+        stages (each on its own copy) without running the shared prefix again."""
+        c = Schedule.__new__(Schedule)
+        c.graph, c.cluster, c.speed, c.rank = self.graph, self.cluster, self.speed, self.rank
+        c.events = list(self.events)
+        c.dev_free = dict(self.dev_free)
+        c.link_free = defaultdict(float, self.link_free)
+        c.busy = defaultdict(float, self.busy)
+        c.ready = dict(self.ready)
+        c.link_bytes = defaultdict(int, self.link_bytes)
+        c.flops = dict(self.flops)
+        c.messages = self.messages
+        return c
+
     def send(self, phase: str, ts: list[Transfer]) -> dict[str, float]:
         """Serve one phase's messages; returns the last arrival time per receiver."""
         msgs: dict[tuple[str, str], list[Transfer]] = defaultdict(list)

@@ -244,9 +244,15 @@ def test_necessary_work_skips_what_a_stride_never_reads():
 
 def test_memory_free_segments_price_row_splits_from_tables_equal_to_routing(zoo):
     """The heuristic's segment table (memory=False: one-stage row splits priced from the blocks'
-    row tables) has the same variants and times as the routed pricing."""
-    _, _, g = zoo("alexnet")
-    for c in (preset("pi4x4"), preset("hetero3")):
+    row tables, layer-by-layer variants of one start in one incremental run) has the same
+    variants and times as pricing each variant on its own."""
+    for name, clusters in (("alexnet", ("pi4x4", "hetero3")), ("resnet18", ("hetero3",))):
+        _, _, g = zoo(name)
+        _check_fast_segments(g, [preset(c) for c in clusters])
+
+
+def _check_fast_segments(g, clusters):
+    for c in clusters:
         fast = best.segments(g, c, memory=False)
         slow = best.segments(g, c)
         assert [(v.i, v.j, v.style, v.devices) for v in fast.variants] == \

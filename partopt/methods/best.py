@@ -60,7 +60,7 @@ from ..cluster import Cluster
 from ..errors import PartoptError, SolverError
 from ..geometry import Box
 from ..graph import LayerGraph
-from ..plan import Plan, Stage, Task, build_plan, evaluate
+from ..plan import Plan, Schedule, Stage, Task, build_plan, evaluate, gathered, route_stage
 from ..solvers import Solution
 from . import baselines, dn2pciot, dpfp, iop, nptp, segment_path
 from .baselines import layer_stages, split_tasks
@@ -163,6 +163,8 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     # spatial blocks' row tables: without the memory bytes a one-stage row split is priced from
     # them (equal to stage_span, see rfs_rows.all_block_tables), not by routing it
     tables = {} if memory else all_block_tables(graph, units[:n_spatial], inputs[:n_spatial], longest)
+    layer_runs: dict = {}       # (i, subset) -> {j: seconds} of the layers variants (memory-free only)
+    splits: dict = {}           # (op, subset) -> its tasks by speed over the subset
     out: list[Variant] = []
     for i in range(len(units)):
         for j in range(i + 1, min(len(units), i + longest) + 1):
@@ -170,23 +172,33 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
             inside = set(ops)
             full = Box.full(graph.tensor_chw(ops[-1]))
             spatial = j <= n_spatial
+            groups = [gr for gr in ([n for n in layer if n in inside] for layer in layers) if gr]
             for devs in subsets:
                 shares = {d: (speed[d] if d in devs else 0.0) for d in speed}
+
+                def split(op: str) -> list[Task]:
+                    if (op, devs) not in splits:
+                        splits[(op, devs)] = split_tasks(graph, op, shares)
+                    return splits[(op, devs)]
+
                 if len(devs) == 1:
                     options = [("one", [Stage(ops, [Task(devs[0], full)], gather_to=master)])]
                 else:
                     options = []
                     if spatial:
-                        options.append(("fused", [Stage(ops, split_tasks(graph, ops[-1], shares), gather_to=master)]))
-                    groups = [[n for n in layer if n in inside] for layer in layers]
-                    groups = [gr for gr in groups if gr]
-                    st = [Stage(gr, split_tasks(graph, gr[-1], shares)) for gr in groups]
+                        options.append(("fused", [Stage(ops, split(ops[-1]), gather_to=master)]))
+                    st = [Stage(gr, split(gr[-1])) for gr in groups]
                     st[-1].gather_to = master
                     options.append(("layers", st))
                 for style, stages in options:
                     row_segs = row_segments(graph, tables.get((i, j)), stages[0]) if len(stages) == 1 else None
                     if row_segs is not None:
                         seconds, weights, act = table_span(tables[(i, j)], cluster, master, row_segs), {}, {}
+                    elif style == "layers" and not memory:
+                        if (i, devs) not in layer_runs:
+                            layer_runs[(i, devs)] = _layers_seconds(graph, cluster, master, units, inputs[i], i,
+                                                                    min(len(units), i + longest), layers, shares)
+                        seconds, weights, act = layer_runs[(i, devs)][j], {}, {}
                     else:
                         seconds, weights, act = segment_path.price(graph, cluster, master, inputs[i], stages, memory)
                     out.append(Variant(i, j, style, tuple(devs), stages, seconds, weights, act))
@@ -196,6 +208,31 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     elif rows != "speed":
         raise PartoptError(f"rows must be 'speed' or 'optimal', not {rows!r}")
     return seg
+
+
+def _layers_seconds(graph: LayerGraph, cluster: Cluster, master: str, units: list[list[str]], tensor: str,
+                    i: int, last: int, layers: list[list[str]], shares: dict[str, float]) -> dict[int, float]:
+    """Seconds of the ``layers`` variant of every segment i..j-1, j = i+1..last, as
+    :func:`partopt.methods.segment_path.price` gives them, in one pass: the layers of segment
+    i..j are those of i..j-1 and more, so the run is routed and scheduled once
+    (:meth:`partopt.plan.Schedule.copy` for each segment's own last layer and gather)."""
+    sch = Schedule(graph, cluster)
+    sch.ready[(tensor, master)] = 0.0
+    holdings = {tensor: gathered(graph, tensor, master)}
+    done = 0                                    # complete layers routed and run so far
+    out = {}
+    for j in range(i + 1, last + 1):
+        inside = {n for u in units[i:j] for n in u}
+        groups = [g for g in ([n for n in layer if n in inside] for layer in layers) if g]
+        for g in groups[done:-1]:               # only the last layer can be cut short at unit j
+            sch.run_stage(done, route_stage(graph, Stage(g, split_tasks(graph, g[-1], shares)), holdings))
+            done += 1
+        g = groups[-1]
+        tail = route_stage(graph, Stage(g, split_tasks(graph, g[-1], shares), gather_to=master), dict(holdings))
+        trial = sch.copy()
+        trial.run_stage(done, tail)
+        out[j] = trial.ready[(tail.output, master)]
+    return out
 
 
 def _add_row_variants(seg: Segments, solver: str, block_time_limit: Optional[float]) -> None:
