@@ -117,18 +117,15 @@ def dpfp_gap() -> str:
 def dpfp_zoo() -> str:
     """DPFP exact on every zoo model x presets of 2-8 devices, one row per model."""
     rows = _rows("dpfp_zoo.csv")
-    out = []
-    for model in _in_order(r["model"] for r in rows):
-        rs = [r for r in rows if r["model"] == model]
+
+    def line(label: str, rs: list[dict]) -> list:
         ts = [float(r["exact_solve_s"]) for r in rs]
-        gaps = [_gap_pct(r["dpfp_latency_s"], r["exact_latency_s"]) for r in rs]
-        out.append([model, len(rs), sum(r["exact_status"] == "optimal" for r in rs),
-                    f"{statistics.median(ts):.1f}", f"{max(ts):.1f}", _range(gaps),
-                    sum(r["same_when_reversed"] == "True" for r in rs)])
-    ts = [float(r["exact_solve_s"]) for r in rows]
-    out.append(["all", len(rows), sum(r["exact_status"] == "optimal" for r in rows), f"{statistics.median(ts):.1f}",
-                f"{max(ts):.1f}", _range([_gap_pct(r["dpfp_latency_s"], r["exact_latency_s"]) for r in rows]),
-                sum(r["same_when_reversed"] == "True" for r in rows)])
+        return [label, len(rs), sum(r["exact_status"] == "optimal" for r in rs), f"{statistics.median(ts):.1f}",
+                f"{max(ts):.1f}", _range([_gap_pct(r["dpfp_latency_s"], r["exact_latency_s"]) for r in rs]),
+                sum(r["same_when_reversed"] == "True" for r in rs)]
+
+    out = [line(m, [r for r in rows if r["model"] == m]) for m in _in_order(r["model"] for r in rows)]
+    out.append(line("all", rows))
     return _table(["model", "instances", "proven optimal", "median solve s", "max solve s", "DPFP gap %",
                    "same reversed"], out)
 
