@@ -336,34 +336,29 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
     if evaluate(plan_of(p, free, model=model, method="dpfp"), graph, cluster).memory_ok:
         # the memory-free optimum fits memory, so it is the optimum with the memory rule too;
         # the blocking model (memory rows priced for every block) is needed only when it does not
-        status = "optimal" if p.rows_proven else "feasible"
-        bound = None
-        if not p.rows_proven:
-            bound = dp(Problem(p.graph, p.cluster, p.master, p.units, p.inputs, p.tail, p.shares, p.lower, p.tail_s))[0]
-        value = latency_of(p, free)
-        gap = 0.0 if status == "optimal" else max(0.0, (value - bound) / value)
-        return _finish(p, free, "dpfp", model, t0, status=status, mode="exact", bound=value if gap == 0.0 else bound,
-                       gap=gap, solver=solver, meta={"blocking": "dp: the memory-free optimum fits memory"})
-    a, n = arcs(p)
-    res, chosen = segment_path.solve(a, n, cluster, solver, time_limit, threads)
-    if res.status == "infeasible":
-        _, free = dp(p)
-        return _finish(p, free, "dpfp", model, t0, status="infeasible", mode="exact", solver=solver)
-    if res.status == "no_solution":
-        value, free = dp(p)
-        return _finish(p, free, "dpfp", model, t0, status="feasible", mode="exact", solver=solver,
-                       bound=res.bound, gap=None)
-    blocks = [(a[k].i, a[k].j) for k in chosen if a[k].j <= p.n and (a[k].i, a[k].j) in p.cost]
+        blocks, res_status, res_bound = free, "optimal", None
+        meta = {"blocking": "dp: the memory-free optimum fits memory"}
+    else:
+        a, n = arcs(p)
+        res, chosen = segment_path.solve(a, n, cluster, solver, time_limit, threads)
+        if res.status == "infeasible":
+            return _finish(p, free, "dpfp", model, t0, status="infeasible", mode="exact", solver=solver)
+        if res.status == "no_solution":
+            return _finish(p, free, "dpfp", model, t0, status="feasible", mode="exact", solver=solver,
+                           bound=res.bound, gap=None)
+        blocks = [(a[k].i, a[k].j) for k in chosen if a[k].j <= p.n]      # the tail arc ends at n + 1
+        res_status, res_bound = res.status, res.bound
+        meta = {"blocking": f"{solver}: the blocking model with the memory rule"}
     value = latency_of(p, blocks)
-    if res.status == "optimal" and p.rows_proven:
+    if res_status == "optimal" and p.rows_proven:
         status, bound, gap = "optimal", value, 0.0
     else:
         # proven: the solver's bound, and with unproven rows the (memory-free) path over the
         # blocks' proven lower bounds
-        status, bound = "feasible", res.bound
+        status, bound = "feasible", res_bound
         if not p.rows_proven:
             lb = dp(Problem(p.graph, p.cluster, p.master, p.units, p.inputs, p.tail, p.shares, p.lower, p.tail_s))[0]
             bound = lb if bound is None else min(bound, lb)
         gap = None if bound is None else max(0.0, (value - bound) / value)
     return _finish(p, blocks, "dpfp", model, t0, status=status, mode="exact", bound=bound, gap=gap, solver=solver,
-                   meta={"blocking": f"{solver}: the blocking model with the memory rule"})
+                   meta=meta)

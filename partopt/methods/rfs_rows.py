@@ -116,44 +116,11 @@ def _row_maps(graph: LayerGraph, name: str, k: int) -> tuple[list[int], list[int
     return cache[(name, k)]
 
 
-def _has_empty_window(graph: LayerGraph, ops: list[str]) -> bool:
-    """Whether some op of ``ops`` has an output row whose window lies wholly in the padding."""
-    for name in ops:
-        for k in range(len(graph.op[name].inputs)):
-            _row_maps(graph, name, k)
-            if graph.__dict__["_row_map_empty"][(name, k)]:
-                return True
-    return False
-
-
 def block_tables(graph: LayerGraph, ops: list[str], block_input: str) -> BlockTables:
-    """The tables of the block ``ops`` reading ``block_input`` (see the module doc)."""
-    last = ops[-1]
-    c_out, h_out, w_out = graph.op[last].out_chw
-    # a row segment needs the same channels and columns of every op as the whole output does
-    whole = cone(graph, ops, Task("_", Box.full((c_out, h_out, w_out))))
-    prefix = {}
-    for name in ops:
-        e = whole.regions[name]
-        op = graph.op[name]
-        prefix[name] = [region_flops(op, Box(e.c0, e.c1, 0, r, e.w0, e.w1)) for r in range(op.out_chw[1] + 1)]
-
-    def walk(start: int, maps: int) -> tuple[int, int]:
-        """FLOP prefix and input row of the cone edge that output row index ``start`` maps to
-        (maps=0: first rows, min over consumers; maps=1: ends, max over consumers)."""
-        rows = {last: start}
-        for name in reversed(ops):
-            for k, t in enumerate(graph.op[name].inputs):
-                v = _row_maps(graph, name, k)[maps][rows[name]]
-                rows[t] = v if t not in rows else (min(rows[t], v) if maps == 0 else max(rows[t], v))
-        return sum(prefix[n][rows[n]] for n in ops), rows[block_input]
-
-    first = [walk(a, 0) for a in range(h_out + 1)]
-    end = [walk(b, 1) for b in range(h_out + 1)]
-    need = whole.needs[block_input]
-    return BlockTables(h_out, [f for f, _ in first], [f for f, _ in end], [x for _, x in first], [x for _, x in end],
-                       (need.c1 - need.c0) * (need.w1 - need.w0) * graph.batch * FLOAT_BYTES,
-                       c_out * w_out * graph.batch * FLOAT_BYTES, not _has_empty_window(graph, ops))
+    """The tables of the block ``ops`` reading ``block_input`` (see the module doc): the walk of
+    :func:`all_block_tables` over the block as one unit, entries as lists."""
+    tab = all_block_tables(graph, [list(ops)], [block_input])[(0, 1)]
+    return dataclasses.replace(tab, **{k: getattr(tab, k).tolist() for k in ("ff", "fg", "xf", "xg")})
 
 
 def _flop_prefix(op, e: Box):

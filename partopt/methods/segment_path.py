@@ -173,8 +173,6 @@ def solve(arcs: Sequence[ArcLike], n: int, cluster: Cluster, solver: str = "high
     """Solve :func:`build_model`; CP-SAT starts from the memory-free shortest path if it fits.
     Returns (the solver's result in seconds, the chosen arcs in path order; empty if none)."""
     prob, x = build_model(arcs, n, cluster, solver)
-    import pulp
-
     if solver == "cpsat":
         _, hint = shortest(arcs, n)
         if fits(arcs, hint, cluster):
@@ -183,6 +181,8 @@ def solve(arcs: Sequence[ArcLike], n: int, cluster: Cluster, solver: str = "high
         res, s = solve_cpsat(prob, time_limit, threads, scale=CPSAT_UNITS_PER_S)
         chosen = [k for k in range(len(x)) if res.objective is not None and s.value(x[k])]
     else:
+        import pulp
+
         # a MILP solver accepts a memory row broken by its feasibility tolerance (about 1e-7 of
         # the row's bytes, and integrality 1e-6 of a binary); the bytes are checked exactly and a
         # path that does not fit is cut off and the model solved again
