@@ -133,11 +133,16 @@ class LowerBound:
     starts_s: dict[str, float]
 
 
-def lower_bound(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None) -> LowerBound:
-    """The smallest T with sum_d f_d * max(0, T - a_d) >= necessary FLOPs (module doc), seconds."""
+def lower_bound(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
+                work: Optional[int] = None) -> LowerBound:
+    """The smallest T with sum_d f_d * max(0, T - a_d) >= necessary FLOPs (module doc), seconds.
+    ``work``: :func:`necessary_flops` of ``graph`` when the caller already has it (bounds on
+    several sub-clusters of one model). On ``cluster.subset(names)`` it bounds every plan whose
+    tasks run on those devices only (messages go directly between the devices that hold and
+    need data, so the other devices neither compute nor relay)."""
     source = source or cluster.devices[0].name
     cluster.device(source)
-    work = necessary_flops(graph)
+    work = necessary_flops(graph) if work is None else work
     starts = earliest_arrivals(graph, cluster, source)
     speed = {d.name: d.flops_per_s for d in cluster.devices}
     zero = work / sum(speed.values())

@@ -34,6 +34,12 @@ class UnknownMethodError(PartoptError):
     """A method name that partopt does not implement."""
 
 
+class NotApplicableError(PartoptError):
+    """A method that does not apply to this model (NPTP on a 1x1 input, DPFP without spatial
+    layers, DN2PCIoT on a graph that is not a chain); the message says why. ``best`` skips
+    such a method and nothing else."""
+
+
 class PlanError(PartoptError):
     """A plan that is malformed or inconsistent with its model and cluster."""
 

@@ -311,7 +311,33 @@ def task_needs(graph: LayerGraph, stage: Stage) -> dict[str, dict[str, list[Box]
 
 
 def route_stage(graph: LayerGraph, s: Stage, holdings: dict[str, Holding]) -> Stage:
-    """``s`` with its transfers (and gather) routed from ``holdings``, which it then updates."""
+    """``s`` with its transfers (and gather) routed from ``holdings``, which it then updates.
+
+    Routing is a pure function of the stage (ops, tasks, gather) and the holdings of the
+    tensors it reads, so it is cached per graph on exactly that key (searches that price many
+    plans route the same stage from the same holdings again and again)."""
+    inside = set(s.ops)
+    reads = sorted({i for n in s.ops for i in graph.op[n].inputs if i not in inside})
+    if all(t in holdings for t in reads):
+        key = (tuple(s.ops), tuple(s.tasks), s.gather_to,
+               tuple((t, tuple(holdings[t].pieces), holdings[t].partial) for t in reads))
+        cache = graph.__dict__.setdefault("_route_cache", {})
+        if key not in cache:
+            routed = _route_stage(graph, s, {t: holdings[t] for t in reads})
+            cache[key] = (routed.transfers, routed.gather, _holding_after(graph, s))
+        transfers, gather, h = cache[key]
+        holdings[s.output] = h
+        return Stage(list(s.ops), list(s.tasks), list(transfers), s.gather_to, list(gather))
+    return _route_stage(graph, s, holdings)     # raises: it reads a tensor nobody holds
+
+
+def _holding_after(graph: LayerGraph, s: Stage) -> Holding:
+    """Who holds the stage's output after it ran (and after its gather, if any)."""
+    return gathered(graph, s.output, s.gather_to) if s.gather_to else stage_holding(s)
+
+
+def _route_stage(graph: LayerGraph, s: Stage, holdings: dict[str, Holding]) -> Stage:
+    """:func:`route_stage` without the cache."""
     transfers = []
     for dev, tensors in sorted(task_needs(graph, s).items()):
         for tensor, boxes in tensors.items():
@@ -329,9 +355,10 @@ def route_stage(graph: LayerGraph, s: Stage, holdings: dict[str, Holding]) -> St
 
 def build_plan(graph: LayerGraph, cluster: Cluster, stages: list[Stage], *, model: str, method: str,
                source: Optional[str] = None, sink: Optional[str] = None, seed: int = 0,
-               meta: Optional[dict[str, Any]] = None) -> Plan:
+               meta: Optional[dict[str, Any]] = None, check: bool = True) -> Plan:
     """Fill in every stage's transfers (and gathers, and the final gather to ``sink``) by routing
-    each task's needs from the current holders, then validate the plan."""
+    each task's needs from the current holders, then validate the plan (``check=False``: not
+    validated, for a search that prices many candidates and validates the one it returns)."""
     source = source or cluster.devices[0].name
     sink = sink or source
     holdings: dict[str, Holding] = {graph.input_name: gathered(graph, graph.input_name, source)}
@@ -340,7 +367,8 @@ def build_plan(graph: LayerGraph, cluster: Cluster, stages: list[Stage], *, mode
     final = route(graph, out, holdings[out], sink, [Box.full(graph.tensor_chw(out))]) if out in holdings else []
     plan = Plan(model, tuple(graph.input_shape), cluster.to_dict(), method, source, sink, out_stages, final,
                 seed, dict(meta or {}))
-    validate(plan, graph, cluster)
+    if check:
+        validate(plan, graph, cluster)
     return plan
 
 
@@ -630,9 +658,12 @@ def stage_span(graph: LayerGraph, cluster: Cluster, stage: Stage, holder: str) -
     return stages_span(graph, cluster, [stage], holder)
 
 
-def evaluate(plan: Plan, graph: LayerGraph, cluster: Cluster) -> Report:
-    """Latency, throughput, per-device compute and peak memory, bytes per link (see module doc)."""
-    validate(plan, graph, cluster)
+def evaluate(plan: Plan, graph: LayerGraph, cluster: Cluster, check: bool = True) -> Report:
+    """Latency, throughput, per-device compute and peak memory, bytes per link (see module doc).
+    The plan is validated first unless ``check=False`` (the caller built it with
+    :func:`build_plan` and validates the plan it keeps)."""
+    if check:
+        validate(plan, graph, cluster)
     sch = Schedule(graph, cluster)
     sch.ready[(graph.input_name, plan.source)] = 0.0
     for i, s in enumerate(plan.stages):

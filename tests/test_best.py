@@ -29,11 +29,35 @@ def test_best_is_never_slower_than_any_other_heuristic_and_verifies(zoo, name, c
         s = METHODS[m].heuristic(g, c, model=name)
         if s.feasible:
             assert b.report.latency_s <= s.report.latency_s * (1 + 1e-9), m
-    assert b.status == "heuristic" and b.plan.method == "best" and b.plan.meta["candidates"] >= len(OTHERS)
+    assert b.status == "heuristic" and b.plan.method == "best"
+    assert b.plan.meta["candidates"] + b.plan.meta["skipped_by_bound"] >= len(OTHERS)
     assert b.report.latency_s == evaluate(b.plan, g, c).latency_s
     v = verify(b.plan, net, x, g, c)
     assert v.ok and v.bytes_moved == v.bytes_planned
     assert lower_bound(g, c).seconds <= b.report.latency_s * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("name,cl", [("lenet5", "pi4x4"), ("vgg11", "pi4x8")])
+def test_candidates_skipped_by_the_bound_could_not_have_won(zoo, name, cl):
+    """best skips a candidate when the fitting incumbent is no slower than the lower bound of
+    every plan on the candidate's devices; built anyway, every skipped one is no faster."""
+    net, x, g = zoo(name)
+    c = preset(cl)
+    b = best.heuristic(g, c, model=name)
+    assert b.plan.meta["skipped_by_bound"] > 0
+    work = necessary_flops(g)
+    seg = best.segments(g, c, memory=False)
+    checked = 0
+    for origin, devices, make in best._candidates(g, c, name, None, lambda: seg):
+        cl_ = c if devices is None else c.subset([n for n in c.names if n in devices])
+        if lower_bound(g, cl_, work=work).seconds < b.report.latency_s * (1 - 1e-9):
+            continue
+        cand = make()
+        plan = getattr(cand, "plan", cand)
+        if plan is not None:
+            assert evaluate(plan, g, c).latency_s >= b.report.latency_s * (1 - 1e-9), origin
+            checked += 1
+    assert checked >= b.plan.meta["skipped_by_bound"]
 
 
 def test_subsets_beat_the_whole_cluster_where_messages_are_dear(zoo):

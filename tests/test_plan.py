@@ -157,3 +157,21 @@ def test_verify_reports_numeric_mismatch(monkeypatch):
     monkeypatch.setattr(pv, "run_op", lambda *a, **k: real(*a, **k) * 1.001)
     v = verify(plan, net, x, g, cl)
     assert not v.ok and "relative error" in v.reason and v.max_rel_err > 1e-4
+
+
+def test_cached_routing_is_the_uncached_routing(zoo):
+    """route_stage caches per graph on (stage, holdings of what it reads): a cache hit gives
+    the transfers, gather and holding that routing afresh gives, for every stage of plans whose
+    stages meet the same tensors held differently (row strips over 2 and over 3 devices)."""
+    from partopt.plan import _route_stage, gathered, route_stage
+    net, x, g = zoo("alexnet")
+    for n in (2, 3, 2):         # the last run hits the cache filled by the first
+        plan = coedge(g, homogeneous(n), model="alexnet").plan
+        cached = {g.input_name: gathered(g, g.input_name, plan.source)}
+        fresh = dict(cached)
+        for s in plan.stages:
+            a = route_stage(g, Stage(s.ops, s.tasks, gather_to=s.gather_to), cached)
+            b = _route_stage(g, Stage(s.ops, s.tasks, gather_to=s.gather_to), fresh)
+            assert (a.transfers, a.gather) == (b.transfers, b.gather) == (s.transfers, s.gather)
+            assert cached[s.output] == fresh[s.output]
+    assert len(g._route_cache) > 0

@@ -8,6 +8,8 @@ fastest that fits memory:
 1. **Every method's heuristic** on the whole cluster (``single``, ``layerwise``, ``coedge``,
    ``fused``, ``dpfp``, ``iop``, ``nptp``, ``ftp``; and the DN2PCIoT family where the model
    is a chain it accepts of at most 10 MFLOP). So ``best`` is never slower than any of them.
+   A method that does not apply to the model (:class:`~partopt.errors.NotApplicableError`)
+   is left out; any other error is raised.
 2. **The same splits on device subsets**: ``coedge``, ``nptp``, ``ftp``, ``iop`` and ``dpfp``
    on the source plus its k-1 fastest peers, k = 2..n-1 (the source holds the input, so it
    stays in the sub-cluster), priced on the whole cluster.
@@ -33,6 +35,12 @@ fastest that fits memory:
    segment plan ignoring memory; :func:`exact` solves the same choice with memory as a MILP
    (CBC, HiGHS) or CP-SAT model (``formulations/best.tex``).
 
+Candidates are tried in the order above, the segment plans before the subsets; one is skipped
+unbuilt when a fitting plan already found is no slower than :func:`partopt.bounds.lower_bound`
+over the candidate's devices (the whole cluster, or the subset), since no plan on those devices
+can beat it (``plan.meta["skipped_by_bound"]`` counts them). LeNet-5 on a radio stops after
+``single``, which meets the bound.
+
 The union ``best --exact`` is optimal over: the segment plans of item 3, and every plan of
 items 1 and 2. It does not contain: IOP pairs or NPTP/FTP tiles *inside* a segment plan
 (they enter only as whole plans of items 1-2), tilings other than those heuristics' own,
@@ -57,10 +65,11 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..cluster import Cluster
-from ..errors import PartoptError, SolverError
+from ..bounds import lower_bound, necessary_flops
+from ..errors import NotApplicableError, PartoptError, SolverError
 from ..geometry import Box
 from ..graph import LayerGraph
-from ..plan import Plan, Schedule, Stage, Task, build_plan, evaluate, gathered, route_stage
+from ..plan import Plan, Schedule, Stage, Task, build_plan, evaluate, gathered, route_stage, validate
 from ..solvers import Solution
 from . import baselines, dn2pciot, dpfp, iop, nptp, segment_path
 from .baselines import layer_stages, split_tasks
@@ -241,7 +250,7 @@ def _add_row_variants(seg: Segments, solver: str, block_time_limit: Optional[flo
     try:
         p = dpfp.problem(seg.graph, seg.cluster, seg.master, rows="optimal", block_time_limit=block_time_limit,
                          row_solver=solver)
-    except PartoptError:
+    except NotApplicableError:
         return          # no spatial part
     assert p.units == seg.units[:p.n]
     seg.lower = {}
@@ -259,13 +268,15 @@ def dp(seg: Segments) -> tuple[float, list[int]]:
     return segment_path.shortest(seg.variants, seg.n)
 
 
-def plan_of(seg: Segments, chosen: list[int], *, model: str = "model", meta: Optional[dict] = None) -> Plan:
-    """The plan of variants ``chosen`` (indices, covering the units in order)."""
+def plan_of(seg: Segments, chosen: list[int], *, model: str = "model", meta: Optional[dict] = None,
+            check: bool = True) -> Plan:
+    """The plan of variants ``chosen`` (indices, covering the units in order; ``check=False``:
+    not validated, see :func:`partopt.plan.build_plan`)."""
     vs = [seg.variants[k] for k in chosen]
     stages = _unrouted(s for v in vs for s in v.stages)
     m = {"segments": [v.label for v in vs], "master": seg.master, **(meta or {})}
     return build_plan(seg.graph, seg.cluster, stages, model=model, method="best", source=seg.master,
-                      sink=seg.master, meta=m)
+                      sink=seg.master, meta=m, check=check)
 
 
 def memory_of(seg: Segments, chosen: list[int]) -> dict[str, int]:
@@ -295,58 +306,88 @@ def model(graph: LayerGraph, cluster: Cluster, *, solver: str = "highs", source:
 # ---------------------------------------------------------------------------------------
 # The heuristic and the exact method
 # ---------------------------------------------------------------------------------------
-def _candidates(graph: LayerGraph, cluster: Cluster, model: str, source: Optional[str], seg: Optional[Segments]):
-    """(origin, Solution or Plan) for items 1-2 of the module doc, then the segment DP's plan."""
+def _candidates(graph: LayerGraph, cluster: Cluster, model: str, source: Optional[str],
+                seg: Callable[[], Optional[Segments]]):
+    """(origin, devices, make) for items 1-2 of the module doc and the segment DP's plan, in the
+    order they are tried: ``devices`` are the only devices the plan of ``make()`` (a Solution
+    or an unvalidated Plan) can use (None: any), for :func:`_pick`'s lower-bound pruning.
+    ``seg()`` gives the segment plans (None: the model has none), built only when reached."""
     master = source or cluster.devices[0].name
     for name, fn in WHOLE_CLUSTER.items():
-        yield name, fn(graph, cluster, model=model, source=source)
-    for name, fn in (SMALL_CHAIN.items() if graph.total_flops <= SMALL_CHAIN_MAX_FLOPS else ()):
-        try:
-            yield name, fn(graph, cluster, model=model, source=source)
-        except PartoptError:
-            break       # not a chain DN2PCIoT accepts
+        yield name, None, lambda fn=fn: _applied(fn, graph, cluster, model, source)
+    if graph.total_flops <= SMALL_CHAIN_MAX_FLOPS:
+        for name, fn in SMALL_CHAIN.items():
+            yield name, None, lambda fn=fn: _applied(fn, graph, cluster, model, source)
+    yield "segments", None, lambda: None if seg() is None else plan_of(seg(), dp(seg())[1], model=model, check=False)
     peers = peers_by_speed(cluster, master)
     for k in range(2, len(cluster)):        # proper subsets: the source and its k-1 fastest peers
-        names = [master] + peers[:k - 1]
+        names = tuple([master] + peers[:k - 1])
         sub = cluster.subset([n for n in cluster.names if n in names])
         for name, fn in ON_SUBSETS.items():
-            try:
-                sol = fn(graph, sub, model=model, source=master)
-            except PartoptError:
-                continue
-            if sol.plan is not None:
-                yield f"{name} on {','.join(names)}", _on_cluster(sol.plan, graph, cluster)
-    if seg is not None:
-        yield "segments", plan_of(seg, dp(seg)[1], model=model)
+            yield f"{name} on {','.join(names)}", names, lambda fn=fn, sub=sub: _on_subset(fn, graph, sub, cluster,
+                                                                                         model, master)
 
 
-def _on_cluster(plan: Plan, graph: LayerGraph, cluster: Cluster) -> Plan:
-    """A plan found on a sub-cluster, re-routed and validated on the whole ``cluster``."""
-    stages = _unrouted(plan.stages)
-    return build_plan(graph, cluster, stages, model=plan.model, method="best", source=plan.source, sink=plan.sink,
-                      meta=dict(plan.meta))
+def _applied(fn: Callable, graph: LayerGraph, cluster: Cluster, model: str, source: Optional[str]):
+    """Heuristic ``fn``'s Solution, or None when the method does not apply to the model
+    (:class:`~partopt.errors.NotApplicableError`; any other error is raised)."""
+    try:
+        return fn(graph, cluster, model=model, source=source)
+    except NotApplicableError:
+        return None
 
 
-def _pick(graph, cluster, cands):
-    """The fastest candidate that fits memory (else the smallest shortfall): (origin, plan, report, n)."""
-    best, n = None, 0
-    for origin, cand in cands:
+def _on_subset(fn: Callable, graph: LayerGraph, sub: Cluster, cluster: Cluster, model: str, master: str):
+    """Heuristic ``fn`` on sub-cluster ``sub``, its plan re-routed on the whole ``cluster``
+    (unvalidated; None when ``fn`` does not apply to the model)."""
+    sol = _applied(fn, graph, sub, model, master)
+    if sol is None or sol.plan is None:
+        return None
+    return build_plan(graph, cluster, _unrouted(sol.plan.stages), model=sol.plan.model, method="best",
+                      source=sol.plan.source, sink=sol.plan.sink, meta=dict(sol.plan.meta), check=False)
+
+
+def _pick(graph, cluster, cands, source: Optional[str] = None):
+    """The fastest candidate that fits memory (else the smallest shortfall): (origin, plan, report, n, skipped).
+
+    A candidate is skipped, not built, when a fitting incumbent is already no slower than the
+    lower bound of every plan on the candidate's devices (:func:`partopt.bounds.lower_bound`),
+    so it could not have been kept; ``skipped`` counts them. The plan returned is validated."""
+    master = source or cluster.devices[0].name
+    work = necessary_flops(graph)
+    bounds: dict = {}
+
+    def bound(devices) -> float:
+        if devices not in bounds:
+            cl = cluster if devices is None else cluster.subset([n for n in cluster.names if n in devices])
+            bounds[devices] = lower_bound(graph, cl, master, work=work).seconds
+        return bounds[devices]
+
+    best, n, skipped = None, 0, 0
+    for origin, devices, make in cands:
+        if best is not None and best[0][:2] == (False, 0) and bound(devices) >= best[0][2] * (1 - 1e-9):
+            skipped += 1
+            continue
+        cand = make()
         plan = cand.plan if isinstance(cand, Solution) else cand
         if plan is None:
             continue
         n += 1
-        rep = cand.report if isinstance(cand, Solution) and cand.report is not None else evaluate(plan, graph, cluster)
+        rep = cand.report if isinstance(cand, Solution) and cand.report is not None else \
+            evaluate(plan, graph, cluster, check=False)
         key = (not rep.memory_ok, sum(rep.over_memory.values()), rep.latency_s)
         # a later candidate must be faster beyond rounding, so ties keep the simpler, earlier plan
         if best is None or key[:2] < best[0][:2] or (key[:2] == best[0][:2] and key[2] < best[0][2] * (1 - 1e-9)):
             best = (key, origin, plan, rep)
-    return best[1], best[2], best[3], n
+    validate(best[2], graph, cluster)
+    return best[1], best[2], best[3], n, skipped
 
 
 def _segments_or_none(graph, cluster, source, **kw):
+    """:func:`segments`, or None when the model has no spatial part to cut into units."""
     try:
         return segments(graph, cluster, source, **kw)
-    except PartoptError:
+    except NotApplicableError:
         return None
 
 
@@ -360,9 +401,15 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
     """The fastest plan that fits memory over every candidate (module doc); ``infeasible`` with
     the smallest shortfall when none fits."""
     t0 = time.perf_counter()
-    seg = _segments_or_none(graph, cluster, source, memory=False)     # the DP ignores memory
-    origin, plan, rep, n = _pick(graph, cluster, _candidates(graph, cluster, model, source, seg))
-    plan = _relabel(plan, origin, n)
+    cache: dict = {}
+
+    def seg():      # the DP ignores memory
+        if "seg" not in cache:
+            cache["seg"] = _segments_or_none(graph, cluster, source, memory=False)
+        return cache["seg"]
+
+    origin, plan, rep, n, skipped = _pick(graph, cluster, _candidates(graph, cluster, model, source, seg), source)
+    plan = _relabel(plan, origin, n, {"skipped_by_bound": skipped})
     if not rep.memory_ok:
         return Solution(plan, "infeasible", "best", solve_s=time.perf_counter() - t0, report=rep,
                         reason="no candidate plan fits memory; the closest: " + rep.infeasible_reason())
@@ -388,14 +435,15 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
         raise SolverError(f"unknown solver {solver!r}; choose cbc, highs or cpsat")
     seg = _segments_or_none(graph, cluster, source, rows="optimal", row_solver=row_solver,
                             block_time_limit=block_time_limit)
-    origin, plan, rep, n = _pick(graph, cluster, _candidates(graph, cluster, model, source, seg))
+    origin, plan, rep, n, skipped = _pick(graph, cluster, _candidates(graph, cluster, model, source, lambda: seg),
+                                          source)
     heur_ok = rep.memory_ok
     status, bound, reason = "optimal", None, ""
     if seg is not None:
         res, chosen = segment_path.solve(seg.variants, seg.n, cluster, solver, time_limit, threads)
         if chosen:
             sp = plan_of(seg, chosen, model=model)
-            srep = evaluate(sp, graph, cluster)
+            srep = evaluate(sp, graph, cluster, check=False)     # validated by plan_of
             n += 1
             if srep.memory_ok and (not heur_ok or srep.latency_s < rep.latency_s * (1 - 1e-9)):
                 origin, plan, rep, heur_ok = "segment model", sp, srep, True
@@ -411,7 +459,7 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
                 reason = f"the segment model stopped at the time limit ({res.status})"
                 seg_bound = res.bound if res.bound is not None else 0.0
             bound = min(seg_bound, rep.latency_s) if heur_ok else seg_bound
-    plan = _relabel(plan, origin, n, {"solver": solver})
+    plan = _relabel(plan, origin, n, {"solver": solver, "skipped_by_bound": skipped})
     if not heur_ok:
         return Solution(plan, "infeasible", "best", "exact", solve_s=time.perf_counter() - t0, solver=solver,
                         report=rep, reason="no plan of the union fits memory; the closest: " + rep.infeasible_reason())

@@ -64,7 +64,7 @@ from typing import Optional
 import numpy as np
 
 from ..cluster import Cluster
-from ..errors import PartoptError, SolverError
+from ..errors import NotApplicableError, PartoptError, SolverError
 from ..geometry import Box, ranges_from_counts, split_proportional
 from ..graph import LayerGraph
 from ..maxplus import Lin, builder
@@ -150,7 +150,7 @@ def neuron_graph(graph: LayerGraph, grouping: str | Grouping = "coarse") -> Neur
         for n in s:
             for inp in graph.op[n].inputs:
                 if inp not in s and inp != (outputs[i - 1] if i else graph.input_name):
-                    raise PartoptError(f"DN2PCIoT partitions a chain of layers; {n} reads {inp}, "
+                    raise NotApplicableError(f"DN2PCIoT partitions a chain of layers; {n} reads {inp}, "
                                        f"which is not the previous layer's output")
     batch = graph.batch
     verts: list[Vertex] = []
@@ -222,7 +222,7 @@ def neuron_graph(graph: LayerGraph, grouping: str | Grouping = "coarse") -> Neur
                 hold_k.append(keys[(name, v)])
                 hold_v.append(v)
             else:
-                raise PartoptError(f"DN2PCIoT: no parameter rule for {op.kind} op {name}")
+                raise NotApplicableError(f"DN2PCIoT: no parameter rule for {op.kind} op {name}")
     arr = lambda x: np.asarray(x, dtype=np.int64)
     return NeuronGraph(graph, stages, verts, graph.tensor_bytes(graph.input_name), arr(cls_prod), arr(cls_bytes),
                        arr(cls_stage), arr(cons_k), arr(cons_v), arr(key_bytes), arr(hold_k), arr(hold_v), grouping)

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..cluster import Cluster
-from ..errors import PartoptError, SolverError
+from ..errors import NotApplicableError, PartoptError, SolverError
 from ..geometry import Box
 from ..graph import LayerGraph
 from ..plan import Stage, Task, build_plan, evaluate, gathered, route_stage, stage_span
@@ -168,7 +168,7 @@ def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     cluster.device(master)
     units, inputs, tail = spatial_units(graph)
     if not units:
-        raise PartoptError("the model has no spatial layers to segment by rows")
+        raise NotApplicableError("the model has no spatial layers to segment by rows")
     shares = dict(shares or {d.name: d.flops_per_s for d in cluster.devices})
     p = Problem(graph, cluster, master, units, inputs, tail, shares, {}, 0.0)
     longest = max_block_units or p.n
@@ -333,7 +333,7 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
         raise SolverError(f"unknown solver {solver!r}; choose cbc, highs or cpsat")
     p = problem(graph, cluster, source, rows=rows, block_time_limit=block_time_limit, row_solver=row_solver)
     _, free = dp(p)
-    if evaluate(plan_of(p, free, model=model, method="dpfp"), graph, cluster).memory_ok:
+    if evaluate(plan_of(p, free, model=model, method="dpfp"), graph, cluster, check=False).memory_ok:  # plan_of validates
         # the memory-free optimum fits memory, so it is the optimum with the memory rule too;
         # the blocking model (memory rows priced for every block) is needed only when it does not
         blocks, res_status, res_bound = free, "optimal", None

@@ -238,11 +238,12 @@ def stages_of(graph: LayerGraph, cluster: Cluster, chosen: dict[Pair, Sequence[i
 
 
 def plan_of(graph: LayerGraph, cluster: Cluster, chosen: dict[Pair, Sequence[int]], *, model: str = "model",
-            source: Optional[str] = None) -> Plan:
-    """The routed, validated IOP plan for the pairs ``chosen`` with their channel counts."""
+            source: Optional[str] = None, check: bool = True) -> Plan:
+    """The routed, validated IOP plan for the pairs ``chosen`` with their channel counts
+    (``check=False``: not validated, see :func:`partopt.plan.build_plan`)."""
     stages, _ = stages_of(graph, cluster, chosen)
     meta = {"pairs": [[p.a, p.b] for p in chosen], "counts": {f"{p.a}/{p.b}": list(c) for p, c in chosen.items()}}
-    return build_plan(graph, cluster, stages, model=model, method="iop", source=source, meta=meta)
+    return build_plan(graph, cluster, stages, model=model, method="iop", source=source, meta=meta, check=check)
 
 
 def _conflict(p: Pair, chosen: Iterable[Pair]) -> bool:
@@ -271,8 +272,9 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
     cands = [p for p in legal_pairs(graph, n) if not _conflict(p, forced)]
     chosen = {p: speed_counts(p.channels, cluster) for p in forced}
 
-    def key(sel):
-        rep = evaluate(plan_of(graph, cluster, sel, model=model, source=source), graph, cluster)
+    def key(sel):       # candidates unvalidated; the plan returned is validated by _solution
+        rep = evaluate(plan_of(graph, cluster, sel, model=model, source=source, check=False), graph, cluster,
+                       check=False)
         return (sum(rep.over_memory.values()), rep.latency_s)
 
     cur = key(chosen)
@@ -322,7 +324,7 @@ def brute_force(graph: LayerGraph, cluster: Cluster, *, model: str = "model", so
     for s in sets:
         for counts in itertools.product(*[list(_compositions(p.channels, n)) for p in s]):
             plan = plan_of(graph, cluster, dict(zip(s, counts)), model=model, source=source)
-            rep = evaluate(plan, graph, cluster)
+            rep = evaluate(plan, graph, cluster, check=False)     # validated by plan_of
             k = (not rep.memory_ok, rep.latency_s)
             if best_key is None or k < best_key:
                 best, best_key = plan, k

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from ..cluster import Cluster
-from ..errors import PartoptError
+from ..errors import NotApplicableError, PartoptError
 from ..geometry import Box, split_proportional
 from ..graph import LayerGraph
 from ..plan import Plan, Stage, Task, build_plan, cone, evaluate
@@ -150,15 +150,17 @@ def tile_stages(graph: LayerGraph, cluster: Cluster, rects_of: Optional[RectsOf]
 
 
 def plan_of(graph: LayerGraph, cluster: Cluster, orientation: Optional[Sequence[int]], *, model: str = "model",
-            method: str = "nptp", source: Optional[str] = None, meta: Optional[dict] = None) -> Plan:
+            method: str = "nptp", source: Optional[str] = None, meta: Optional[dict] = None,
+            check: bool = True) -> Plan:
     """The routed, validated plan of a guillotine tiling with ``orientation`` (None: CoEdge's
-    strips), cut afresh on every layer's map with areas in proportion to device speed."""
+    strips), cut afresh on every layer's map with areas in proportion to device speed
+    (``check=False``: not validated, see :func:`partopt.plan.build_plan`)."""
     weights = [d.flops_per_s for d in cluster.devices]
     meta = dict(meta or {})
     meta["orientation"] = list(orientation) if orientation is not None else None
     rects_of = None if orientation is None else (lambda h, w: guillotine(h, w, weights, orientation))
     return build_plan(graph, cluster, tile_stages(graph, cluster, rects_of), model=model, method=method,
-                      source=source, meta=meta)
+                      source=source, meta=meta, check=check)
 
 
 def plan_of_cells(graph: LayerGraph, cluster: Cluster, rects: Sequence[Rect], grid_rc: tuple[int, int], *,
@@ -174,7 +176,7 @@ def plan_of_cells(graph: LayerGraph, cluster: Cluster, rects: Sequence[Rect], gr
 def _ref(graph: LayerGraph) -> tuple[int, int]:
     _, h, w = graph.tensor_chw(graph.input_name)
     if h < 2 and w < 2:
-        raise PartoptError("NPTP tiles a spatial input; this model's input is a single pixel")
+        raise NotApplicableError("NPTP tiles a spatial input; this model's input is a single pixel")
     return h, w
 
 
@@ -197,9 +199,9 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
     t0 = time.perf_counter()
     _ref(graph)
     best = None
-    for orient in [None] + _orientations(len(cluster.devices)):
-        plan = plan_of(graph, cluster, orient, model=model, source=source)
-        rep = evaluate(plan, graph, cluster)
+    for orient in [None] + _orientations(len(cluster.devices)):     # the plan kept is validated by _finish
+        plan = plan_of(graph, cluster, orient, model=model, source=source, check=False)
+        rep = evaluate(plan, graph, cluster, check=False)
         key = (not rep.memory_ok, rep.latency_s)
         if best is None or key < best[0]:
             best = (key, plan)
