@@ -60,7 +60,11 @@ def sweep(devices, factors, prefix="n"):
                                     link=base.link, prefix="es", name=f"{prefix}{n}-bw{f}")
 
 
-def part_paper(models):
+PAPER_FIELDS = ["model", "devices", "bandwidth_factor", "single_s", "layerwise_s", "fused_s", "coedge_s", "dpfp_s"]
+
+
+def part_paper(models, out_csv=None):
+    """The paper's comparison (module doc), printed; the rows also go to ``out_csv``."""
     print("Paper comparison (dpfp-paper is an ASSUMED setup; see partopt/cluster.py)")
     print(f"{'model':12s} {'n':>2s} {'bw x':>5s} {'single s':>9s} {'layerwise':>9s} {'fused':>9s} {'coedge':>9s} "
           f"{'dpfp':>9s} {'dpfp vs single':>15s} {'dpfp vs MoDNN':>14s}")
@@ -76,6 +80,12 @@ def part_paper(models):
             print(f"{name:12s} {n:2d} {f:5g} {t['single']:9.4f} {t['layerwise']:9.4f} {t['fused']:9.4f} "
                   f"{t['coedge']:9.4f} {t['dpfp']:9.4f} {red:+8.1f} % ({t['single'] / t['dpfp']:4.2f}x) "
                   f"{t['layerwise'] / t['dpfp']:8.2f}x")
+    if out_csv:
+        with open(out_csv, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=PAPER_FIELDS)
+            w.writeheader()
+            for name, n, f, t, _ in rows:
+                w.writerow({"model": name, "devices": n, "bandwidth_factor": f, **{f"{k}_s": v for k, v in t.items()}})
     for name in models:
         rs = [r for r in rows if r[0] == name]
         best = max(r[4] for r in rs)
@@ -235,11 +245,12 @@ def main(argv=None) -> int:
     ap.add_argument("--gap-csv", default=os.path.join(HERE, "results", "dpfp_gap.csv"))
     ap.add_argument("--models", default=",".join(ZOO))
     ap.add_argument("--paper-models", default="vgg16,vgg11,alexnet,resnet18")
+    ap.add_argument("--paper-csv", default=os.path.join(HERE, "results", "dpfp_paper.csv"))
     ap.add_argument("--csv", default=os.path.join(HERE, "results", "dpfp_exact.csv"))
     args = ap.parse_args(argv)
     ok = True
     if args.part in ("paper", "all"):
-        part_paper(args.paper_models.split(","))
+        part_paper(args.paper_models.split(","), args.paper_csv)
     if args.part in ("exact", "all"):
         ok = part_exact(args.models.split(","), args.csv)
     if args.part in ("gap", "all"):

@@ -20,6 +20,15 @@ benchmarks/results/iop_large.csv.
     python benchmarks/bench_iop.py --part paper
     python benchmarks/bench_iop.py --part gap [--models alexnet,resnet18] [--solver highs]
     python benchmarks/bench_iop.py --part large
+    python benchmarks/bench_iop.py --part baselines
+
+Part "baselines": IOP under the paper's own baseline and under partopt's strongest one, side
+by side, for every zoo model on the iop-paper setup with 2, 3, 4 and 8 devices (same devices,
+link and 1 GiB): ``coedge-concat`` (output channels by speed, activations all-gathered before
+every conv/linear layer, as the IOP paper frames CoEdge) against the greedy with the same
+channel split outside its pairs (``outside="channels"``), and halo-only ``coedge`` against the
+greedy with rows outside its pairs (the default). Latency and the largest device's peak memory
+of each; every plan verified in torch. Rows go to benchmarks/results/iop_baselines.csv.
 """
 from __future__ import annotations
 
@@ -48,12 +57,12 @@ def graph_of(name):
     return LayerGraph.from_module(net, example_input(shape))
 
 
-def all_pairs_plan(g, cl, name):
+def all_pairs_plan(g, cl, name, outside="rows"):
     chosen = {}
     for p in iop.legal_pairs(g, len(cl.devices)):
         if not iop._conflict(p, chosen):
             chosen[p] = iop.speed_counts(p.channels, cl)
-    return iop.plan_of(g, cl, chosen, model=name)
+    return iop.plan_of(g, cl, chosen, model=name, outside=outside)
 
 
 def with_memory(cl, cap):
@@ -182,9 +191,55 @@ def part_gap(models, out_csv, solver="highs", time_limit=120.0):
     return not bad
 
 
+BASELINE_FIELDS = ["model", "devices", "baseline", "outside", "baseline_s", "baseline_mib", "iop_s", "iop_mib",
+                   "iop_pairs", "latency_gain_pct", "memory_gain_pct", "all_pairs_s", "all_pairs_mib",
+                   "all_pairs_memory_gain_pct", "verified"]
+
+
+def part_baselines(models, out_csv, devices=(2, 3, 4, 8)):
+    """IOP against coedge-concat (channels outside the pairs) and coedge (rows), module doc."""
+    from partopt.methods.baselines import coedge_concat
+    from partopt.verify import verify
+    base = preset("iop-paper")
+    bw0 = base.bw(base.devices[0].name, base.devices[1].name)
+    os.makedirs(os.path.dirname(out_csv), exist_ok=True)
+    with open(out_csv, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=BASELINE_FIELDS)
+        w.writeheader()
+        for name in models:
+            net, shape, _ = load_model(name)
+            x = example_input(shape)
+            g = LayerGraph.from_module(net, x)
+            for n in devices:
+                cl = homogeneous(n, flops_per_s=base.devices[0].flops_per_s, memory_bytes=base.devices[0].memory_bytes,
+                                 bandwidth_bytes_per_s=bw0, latency_s=base.latency_s, link=base.link, name=f"iop{n}")
+                for label, fn, outside in (("coedge-concat", coedge_concat, "channels"), ("coedge", coedge, "rows")):
+                    b = fn(g, cl, model=name)
+                    h = iop.heuristic(g, cl, model=name, outside=outside)
+                    ok = all(verify(s.plan, net, x, g, cl).ok for s in (b, h))
+                    bm, hm = b.report.max_peak_memory_bytes, h.report.max_peak_memory_bytes
+                    a = evaluate(all_pairs_plan(g, cl, name, outside), g, cl)
+                    row = {"model": name, "devices": n, "baseline": label, "outside": outside,
+                           "baseline_s": b.report.latency_s, "baseline_mib": round(bm / MiB, 3),
+                           "iop_s": h.report.latency_s, "iop_mib": round(hm / MiB, 3),
+                           "iop_pairs": len(h.plan.meta["pairs"]),
+                           "latency_gain_pct": round(pct(b.report.latency_s, h.report.latency_s), 3),
+                           "memory_gain_pct": round(pct(bm, hm), 3), "all_pairs_s": a.latency_s,
+                           "all_pairs_mib": round(a.max_peak_memory_bytes / MiB, 3),
+                           "all_pairs_memory_gain_pct": round(pct(bm, a.max_peak_memory_bytes), 3), "verified": ok}
+                    w.writerow(row)
+                    fh.flush()
+                    print(f"{name:12s} {n} {label:13s} {row['baseline_s']:8.4f} s {row['baseline_mib']:8.1f} MiB | "
+                          f"iop {row['iop_s']:8.4f} s {row['iop_mib']:8.1f} MiB pairs {row['iop_pairs']:2d} | "
+                          f"gain {row['latency_gain_pct']:6.2f} % mem {row['memory_gain_pct']:6.2f} % "
+                          f"all pairs mem {row['all_pairs_memory_gain_pct']:6.2f} % "
+                          f"verified {ok}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["paper", "gap", "large", "all"], default="all")
+    ap.add_argument("--part", choices=["paper", "gap", "large", "baselines", "all"], default="all")
+    ap.add_argument("--baselines-csv", default=os.path.join(HERE, "results", "iop_baselines.csv"))
     ap.add_argument("--large-csv", default=os.path.join(HERE, "results", "iop_large.csv"))
     ap.add_argument("--models", default=",".join(ZOO))
     ap.add_argument("--paper-models", default=",".join(PAPER_MODELS))
@@ -199,6 +254,8 @@ def main(argv=None) -> int:
         ok = part_gap(args.models.split(","), args.csv, args.solver, args.time_limit)
     if args.part in ("large", "all"):
         part_large(args.large_csv)
+    if args.part in ("baselines", "all"):
+        part_baselines(args.models.split(","), args.baselines_csv)
     return 0 if ok else 1
 
 

@@ -17,7 +17,15 @@ CP-SAT optimum, in the tile model, and both tilings' plans priced by ``evaluate`
 Part "growth": CP-SAT's solve time on YOLOv2-tiny and VGG-16, heterogeneous 4 devices, as
 the grid grows from 2x2 to 10x10 (time limit 60 s).
 
-    python benchmarks/bench_nptp.py --part paper|gap|growth
+Part "regime": where NPTP's speed-up appears. YOLOv2-tiny and VGG-16 at input sides 224-1024,
+bandwidth x{0.1, 0.3, 1, 3, 10} of 6.25 MB/s (2 ms per message), 4 and 8 Pi-4-class devices
+(8 GFLOP/s; 8 GiB each, so that memory never decides and speed alone is compared), on one
+shared channel and on a mesh: latency of NPTP, CoEdge and FTP by ``evaluate`` (not run in
+torch here: the plans are the heuristics' own, whose geometry the tests verify; a 1024x1024
+VGG-16 takes minutes per run on this CPU). Rows go to benchmarks/results/nptp_regime.csv;
+``partopt report benchmarks/results/nptp_regime.csv`` draws the heat maps.
+
+    python benchmarks/bench_nptp.py --part paper|gap|growth|regime
 """
 from __future__ import annotations
 
@@ -149,9 +157,44 @@ def part_growth(out, time_limit=60):
                   f"{gb:.2f} |", file=out, flush=True)
 
 
+REGIME_FIELDS = ["model", "input_side", "bandwidth_factor", "devices", "link", "nptp_s", "coedge_s", "ftp_s",
+                 "nptp_orientation", "speedup_vs_coedge", "speedup_vs_ftp"]
+REGIME_SIDES = (224, 320, 416, 512, 640, 832, 1024)
+REGIME_BANDWIDTHS = (0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+def part_regime(out, models=("yolov2_tiny", "vgg16"), csv_path=None):
+    from partopt.cluster import homogeneous
+    csv_path = csv_path or os.path.join(HERE, "results", "nptp_regime.csv")
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=REGIME_FIELDS)
+        w.writeheader()
+        for name in models:
+            net, shape, _ = load_model(name)
+            for side in REGIME_SIDES:
+                g = LayerGraph.from_module(net, example_input((1, shape[1], side, side)))
+                for n in (4, 8):
+                    for link in ("shared", "mesh"):
+                        for f in REGIME_BANDWIDTHS:
+                            cl = homogeneous(n, memory_bytes=8 * GiB, bandwidth_bytes_per_s=6.25e6 * f, link=link,
+                                             name=f"pi4x{n}-{link}-x{f:g}")
+                            h, c, t = (nptp.heuristic(g, cl, model=name), coedge(g, cl, model=name),
+                                       nptp.ftp(g, cl, model=name))
+                            row = {"model": name, "input_side": side, "bandwidth_factor": f, "devices": n, "link": link,
+                                   "nptp_s": h.report.latency_s, "coedge_s": c.report.latency_s,
+                                   "ftp_s": t.report.latency_s, "nptp_orientation": h.plan.meta.get("orientation"),
+                                   "speedup_vs_coedge": round(c.report.latency_s / h.report.latency_s, 4),
+                                   "speedup_vs_ftp": round(t.report.latency_s / h.report.latency_s, 4)}
+                            w.writerow(row)
+                            fh.flush()
+                            print(f"{name:12s} {side:5d} x{f:<4g} {n} {link:6s} nptp {row['nptp_s']:8.4f} "
+                                  f"coedge {row['coedge_s']:8.4f} ftp {row['ftp_s']:8.4f} "
+                                  f"x{row['speedup_vs_coedge']:.3f} vs coedge", file=out, flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["paper", "gap", "growth"], required=True)
+    ap.add_argument("--part", choices=["paper", "gap", "growth", "regime"], required=True)
     ap.add_argument("--out", help="also write the table here (default benchmarks/results/nptp_<part>.txt)")
     a = ap.parse_args(argv)
     path = a.out or os.path.join(HERE, "results", f"nptp_{a.part}.txt")
@@ -169,7 +212,7 @@ def main(argv=None):
             self.fh.flush()
 
     with open(path, "w") as fh:
-        {"paper": part_paper, "gap": part_gap, "growth": part_growth}[a.part](Tee(fh))
+        {"paper": part_paper, "gap": part_gap, "growth": part_growth, "regime": part_regime}[a.part](Tee(fh))
     return 0
 
 

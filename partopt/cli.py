@@ -37,10 +37,14 @@ def _load(model: str, input_shape: Optional[str], seed: int = 0):
 
 def _solve(graph, cluster, method: str, model: str, exact: bool, solver: Optional[str], time_limit: Optional[float],
            pairs: Optional[list[str]] = None, grouping: Optional[str] = None, objective: Optional[str] = None,
-           grid: Optional[str] = None):
+           grid: Optional[str] = None, outside: Optional[str] = None):
     from .methods import get_method
     m = get_method(method)
     extra: dict[str, Any] = {}
+    if outside is not None:
+        if "outside" not in m.options or exact:
+            raise PartoptError("--outside applies only to --method iop without --exact")
+        extra["outside"] = outside
     if grid is not None:
         if "grid" not in m.options or not exact:
             raise PartoptError("--grid applies only to --method nptp --exact")
@@ -169,7 +173,7 @@ def cmd_solve(args) -> int:
     get_method(args.method)  # fail fast on a bad name, before loading the model
     module, x, graph, name = _load(args.model, args.input_shape)
     sol = _solve(graph, cluster, args.method, name, args.exact, args.solver, args.time_limit, args.pair,
-                 args.grouping, args.objective, args.grid)
+                 args.grouping, args.objective, args.grid, args.outside)
     ver = verify(sol.plan, module, x, graph, cluster) if (args.verify and sol.plan is not None) else None
     rec = _record(sol, name, cluster, ver, _lower_bound_s(graph, cluster, sol))
     if args.tiles and sol.plan is not None:
@@ -304,7 +308,8 @@ def cmd_report(args) -> int:
     for p in files:
         print(f"wrote {p}")
     if not args.quiet:
-        with open(os.path.join(out, "summary.md")) as f:
+        table = next(p for p in files if p.endswith(".md"))     # summary.md, or regime.md
+        with open(table) as f:
             print(f.read())
     return 0
 
@@ -403,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-shape", help="N,C,H,W (required for a user model)")
     s.add_argument("--pair", action="append", metavar="A,B",
                    help="iop: force conv A and conv B to be an interleaved pair (repeatable)")
+    s.add_argument("--outside", choices=["rows", "channels"],
+                   help="iop: split the layers outside the pairs by rows as coedge (default) or by output "
+                        "channels as coedge-concat, the IOP paper's baseline")
     s.add_argument("--grouping", choices=["coarse", "fine"], help="dn2pciot: neuron grouping (default coarse)")
     s.add_argument("--objective", choices=["rate", "comm"], help="dn2pciot: maximise rate or minimise bytes")
     s.add_argument("--grid", metavar="G|RxC", help="nptp --exact: cells of the tiling grid (default 8x8)")
@@ -463,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(fn=cmd_bench)
 
     rp = sub.add_parser("report", help="tables (Markdown, LaTeX) and figures from a bench CSV")
-    rp.add_argument("results", help="CSV written by `partopt bench`")
+    rp.add_argument("results", help="CSV written by `partopt bench`, or a regime CSV (bench_nptp.py --part regime)")
     rp.add_argument("--out", help="folder for the tables and figures (default: RESULTS_report/)")
     rp.add_argument("--quiet", action="store_true", help="do not print the summary table")
     rp.set_defaults(fn=cmd_report)

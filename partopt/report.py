@@ -17,6 +17,13 @@ spatially split stage) and the report of a sweep's results (``partopt report RES
 - ``tiles.png``: the tile map of the spatial plan whose first tiled map has the most devices
   (ties: NPTP before FTP before CoEdge, exact before heuristic), if the sweep has one.
 
+A *regime* CSV (``benchmarks/bench_nptp.py --part regime``: columns ``input_side``,
+``bandwidth_factor``, ``devices``, ``link``, ``speedup_vs_coedge``, ...) gets instead
+(:func:`write_regime_report`): ``regime_<model>.png``, one heat map per device count and link
+of NPTP's speed-up over CoEdge against input side and bandwidth, cells where it reaches the
+paper's 1.44x outlined; and ``regime.md``, per model, devices and link, the largest speed-up
+over CoEdge and over FTP and where the 1.44x region lies.
+
 The ``.tex`` files are bare ``tabular`` environments, so a paper wraps them in its own
 ``table`` with its own caption (see ``paper/main.tex``).
 """
@@ -337,9 +344,101 @@ def _plan_of(row: dict[str, Any], base: str):
     return plan, graph, evaluate(plan, graph, cluster)
 
 
+REGIME_COLUMNS = ("model", "input_side", "bandwidth_factor", "devices", "link", "speedup_vs_coedge", "speedup_vs_ftp")
+PAPER_SPEEDUP = 1.44        # NPTP's smallest speed-up over CoEdge in its paper
+
+
+def load_regime(path: str) -> list[dict[str, Any]]:
+    """Rows of a regime CSV, numbers parsed."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in ("input_side", "devices"):
+            r[k] = int(r[k])
+        for k in ("bandwidth_factor", "speedup_vs_coedge", "speedup_vs_ftp", "nptp_s", "coedge_s", "ftp_s"):
+            r[k] = float(r[k])
+    return rows
+
+
+def regime_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model, devices and link: the largest speed-up of NPTP over CoEdge and over FTP, and
+    the cells (input side x bandwidth factor) where it reaches :data:`PAPER_SPEEDUP`."""
+    out = []
+    keys = sorted({(r["model"], r["devices"], r["link"]) for r in rows})
+    for m, n, link in keys:
+        rs = [r for r in rows if (r["model"], r["devices"], r["link"]) == (m, n, link)]
+        top = max(rs, key=lambda r: r["speedup_vs_coedge"])
+        hit = [r for r in rs if r["speedup_vs_coedge"] >= PAPER_SPEEDUP]
+        where = "nowhere in the swept range" if not hit else (
+            f"{len(hit)}/{len(rs)} cells: side {min(r['input_side'] for r in hit)}-{max(r['input_side'] for r in hit)}, "
+            f"bandwidth x{min(r['bandwidth_factor'] for r in hit):g}-x{max(r['bandwidth_factor'] for r in hit):g}")
+        out.append({"model": m, "devices": n, "link": link,
+                    "max speed-up vs CoEdge": f"{top['speedup_vs_coedge']:.2f}x (side {top['input_side']}, "
+                                              f"bw x{top['bandwidth_factor']:g})",
+                    "median vs CoEdge": f"{statistics.median(r['speedup_vs_coedge'] for r in rs):.2f}x",
+                    "max vs FTP": f"{max(r['speedup_vs_ftp'] for r in rs):.2f}x",
+                    f">= {PAPER_SPEEDUP}x vs CoEdge": where})
+    return out
+
+
+def plot_regime(rows: list[dict[str, Any]], model: str, path: str) -> str:
+    """Heat maps of NPTP's speed-up over CoEdge (input side x bandwidth), one per devices x link."""
+    plt = _plt()
+    rs = [r for r in rows if r["model"] == model]
+    panels = sorted({(r["devices"], r["link"]) for r in rs})
+    sides = sorted({r["input_side"] for r in rs})
+    bws = sorted({r["bandwidth_factor"] for r in rs})
+    vmax = max(PAPER_SPEEDUP + 0.1, max(r["speedup_vs_coedge"] for r in rs))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    for ax, (n, link) in zip(axes[0], panels):
+        grid = [[math.nan] * len(sides) for _ in bws]
+        for r in rs:
+            if (r["devices"], r["link"]) == (n, link):
+                grid[bws.index(r["bandwidth_factor"])][sides.index(r["input_side"])] = r["speedup_vs_coedge"]
+        im = ax.imshow(grid, origin="lower", cmap="viridis", vmin=1.0, vmax=vmax, aspect="auto")
+        for i in range(len(bws)):
+            for j in range(len(sides)):
+                v = grid[i][j]
+                if math.isnan(v):
+                    continue
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                        color="black" if v > (1 + vmax) / 2 else "white")
+                if v >= PAPER_SPEEDUP:
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
+        ax.set_xticks(range(len(sides)), [str(x) for x in sides], fontsize=7)
+        ax.set_yticks(range(len(bws)), [f"x{b:g}" for b in bws], fontsize=7)
+        ax.set_xlabel("input side (pixels)")
+        ax.set_title(f"{n} devices, {link}", fontsize=9)
+    axes[0][0].set_ylabel("bandwidth (x 6.25 MB/s)")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="NPTP speed-up over CoEdge")
+    fig.suptitle(f"{model}: NPTP / CoEdge latency ratio; red: >= {PAPER_SPEEDUP}x (the paper's lower end)",
+                 fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_regime_report(results: str, out_dir: str) -> list[str]:
+    """The regime report of the module doc; returns the files written."""
+    rows = load_regime(results)
+    os.makedirs(out_dir, exist_ok=True)
+    p = os.path.join(out_dir, "regime.md")
+    with open(p, "w") as f:
+        f.write(markdown_table(regime_rows(rows)))
+    files = [p]
+    for m in sorted({r["model"] for r in rows}):
+        files.append(plot_regime(rows, m, os.path.join(out_dir, f"regime_{m}.png")))
+    return files
+
+
 def write_report(results: str, out_dir: str) -> list[str]:
     """Write the tables and figures of a sweep's CSV into ``out_dir``; return the files written."""
     from .errors import ConfigError
+    if os.path.exists(results):
+        with open(results, newline="") as f:
+            header = next(csv.reader(f), [])
+        if all(k in header for k in REGIME_COLUMNS):
+            return write_regime_report(results, out_dir)
     rows = load_results(results)
     if not rows:
         raise ConfigError(f"{results}: no finished rows")

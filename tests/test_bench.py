@@ -278,3 +278,29 @@ def test_union_rows_measure_every_method_against_the_union_optimum_and_the_bound
     assert c["median gap to union optimum %"] == pytest.approx(50.0)
     assert c["median x lower bound"] == pytest.approx(2.5) and c["max x lower bound"] == pytest.approx(3.0)
     assert u[("best", "exact")]["max gap to union optimum %"] == 0.0
+
+
+def test_regime_report_marks_where_the_papers_speedup_holds(tmp_path, capsys):
+    """A regime CSV (bench_nptp.py --part regime) gets heat maps and a table that says where
+    NPTP reaches 1.44x over CoEdge, or "nowhere in the swept range"."""
+    import csv as _csv
+
+    from partopt.cli import main
+    from partopt.report import REGIME_COLUMNS
+    path = tmp_path / "regime.csv"
+    fields = list(REGIME_COLUMNS) + ["nptp_s", "coedge_s", "ftp_s"]
+    with open(path, "w", newline="") as f:
+        w = _csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for link, slow in (("mesh", 1.5), ("shared", 1.2)):
+            for side in (224, 512):
+                for bw in (0.1, 1.0):
+                    c = slow if (side, bw) == (224, 0.1) else 1.0
+                    w.writerow({"model": "m", "input_side": side, "bandwidth_factor": bw, "devices": 8, "link": link,
+                                "nptp_s": 1.0, "coedge_s": c, "ftp_s": 1.1, "speedup_vs_coedge": c,
+                                "speedup_vs_ftp": 1.1})
+    assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "| m | 8 | mesh | 1.50x (side 224, bw x0.1) | 1.00x | 1.10x | 1/4 cells: side 224-224, bandwidth x0.1-x0.1 |" in out
+    assert "| m | 8 | shared | 1.20x (side 224, bw x0.1) | 1.00x | 1.10x | nowhere in the swept range |" in out
+    assert (tmp_path / "out" / "regime_m.png").stat().st_size > 0

@@ -30,6 +30,9 @@ METHODS: dict[str, Method] = {
                         "MoDNN-style: rows of each layer by speed, gathered at the master after every layer"),
     "coedge": Method("coedge", baselines.coedge, None,
                      "CoEdge-style: rows of each layer by speed, halo exchange only, memory-aware shares"),
+    "coedge-concat": Method("coedge-concat", baselines.coedge_concat, None,
+                            "CoEdge as the IOP paper frames it: output channels of each layer by speed, "
+                            "activations all-gathered before every conv/linear layer", demo=False),
     "fused": Method("fused", dpfp.fused, None,
                     "DeepThings-style: the whole conv part as one receptive-field block, one scatter, one gather"),
     "dpfp": Method("dpfp", dpfp.heuristic, dpfp.exact,
@@ -38,7 +41,7 @@ METHODS: dict[str, Method] = {
                    model=dpfp.model),
     "iop": Method("iop", iop.heuristic, iop.exact,
                   "IOP: conv pairs split by output then input channels, greedy pairing (exact: MILP/CP-SAT)",
-                  options=("pairs",), model=iop.model),
+                  options=("pairs", "outside"), model=iop.model),
     "nptp": Method("nptp", nptp.heuristic, nptp.exact,
                    "NPTP: non-penetrative (guillotine) tiles by speed, best cut orientations "
                    "(exact: rectangles on a cell grid, CP-SAT/MILP)", options=("grid",), model=nptp.model),

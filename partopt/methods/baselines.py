@@ -9,6 +9,14 @@
   fetch only the halo rows they lack from the neighbours that hold them. Shares start in
   proportion to speed; a device whose plan overflows its memory gets a smaller share (the
   rows move to the others) until every device fits, or the result is ``infeasible``.
+- :func:`coedge_concat` (CoEdge as the IOP paper frames it): each layer split by **output
+  channels** in proportion to speed (a fully connected layer by output neurons), and no halo
+  reasoning: a conv or linear layer reads every input channel, so each device first fetches
+  every other device's channels of the previous layer's output: the distributed activations
+  are concatenated (all-gathered) on every device before each such layer (a strided 1x1 conv
+  is sent only the rows and columns it samples). Channel-local layers
+  (pooling, depthwise convs, element-wise ops) read only their own channels, so nothing is
+  concatenated before them. The output is gathered at the sink; shares are not adapted to memory.
 
 A baseline plan that breaks a memory limit is returned with status ``infeasible`` and the
 reason; it is never silently repaired beyond what the baseline itself does (only ``coedge``
@@ -76,6 +84,14 @@ def split_tasks(graph: LayerGraph, output: str, shares: dict[str, float]) -> lis
     return [Task(d, Box(a, b, 0, h, 0, w)) for d, (a, b) in zip(names, ranges_from_counts(counts)) if b > a]
 
 
+def split_channels(graph: LayerGraph, output: str, shares: dict[str, float]) -> list[Task]:
+    """Split ``output``'s channels (all rows and columns) in proportion to ``shares``."""
+    c, h, w = graph.tensor_chw(output)
+    names = [d for d in shares if shares[d] > 0]
+    counts = split_proportional(c, [shares[d] for d in names])
+    return [Task(d, Box(a, b, 0, h, 0, w)) for d, (a, b) in zip(names, ranges_from_counts(counts)) if b > a]
+
+
 def _finish(plan, graph, cluster, method, t0) -> Solution:
     rep = evaluate(plan, graph, cluster)
     if rep.memory_ok:
@@ -119,6 +135,18 @@ def layerwise(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
               for i, ops in enumerate(groups)]
     plan = build_plan(graph, cluster, stages, model=model, method="layerwise", source=master)
     return _finish(plan, graph, cluster, "layerwise", t0)
+
+
+def coedge_concat(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None
+                  ) -> Solution:
+    """CoEdge as the IOP paper frames it (module doc): output channels of every layer by speed,
+    the previous layer's output all-gathered before every conv and linear layer."""
+    t0 = time.perf_counter()
+    shares = _speed_shares(cluster)
+    stages = [Stage(ops, split_channels(graph, ops[-1], shares)) for ops in layer_stages(graph)]
+    plan = build_plan(graph, cluster, stages, model=model, method="coedge-concat", source=source,
+                      meta={"shares": dict(shares)})
+    return _finish(plan, graph, cluster, "coedge-concat", t0)
 
 
 def coedge(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,

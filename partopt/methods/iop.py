@@ -74,7 +74,7 @@ from ..graph import LayerGraph
 from ..maxplus import Lin, SymSchedule, SymStage, builder
 from ..plan import Plan, Stage, Task, build_plan, cone, evaluate, memory_terms
 from ..solvers import Solution
-from .baselines import layer_stages, split_tasks
+from .baselines import layer_stages, split_channels, split_tasks
 
 BETWEEN_KINDS = {"bn", "act", "dropout", "maxpool", "avgpool", "adaptive_avgpool"}
 POOL_KINDS = {"maxpool", "avgpool", "adaptive_avgpool"}
@@ -200,10 +200,19 @@ def speed_counts(channels: int, cluster: Cluster) -> list[int]:
 # ---------------------------------------------------------------------------------------
 # Plans
 # ---------------------------------------------------------------------------------------
-def stages_of(graph: LayerGraph, cluster: Cluster, chosen: dict[Pair, Sequence[int]]
+OUTSIDE = {"rows": split_tasks, "channels": split_channels}
+
+
+def stages_of(graph: LayerGraph, cluster: Cluster, chosen: dict[Pair, Sequence[int]], outside: str = "rows"
               ) -> tuple[list[Stage], list[tuple[str, object]]]:
     """The stages of the plan with the pairs ``chosen`` (pair -> channels per device, cluster
-    order) and a label per stage: ("S", layer) or ("A" | "B" | "R", pair)."""
+    order) and a label per stage: ("S", layer) or ("A" | "B" | "R", pair). ``outside``: how the
+    layers outside the pairs (and each pair's R stage) are split, ``"rows"`` as
+    :func:`~partopt.methods.baselines.coedge` or ``"channels"`` as
+    :func:`~partopt.methods.baselines.coedge_concat`."""
+    if outside not in OUTSIDE:
+        raise PlanError(f"outside must be one of {', '.join(OUTSIDE)}, not {outside!r}")
+    split = OUTSIDE[outside]
     groups = layer_stages(graph)
     shares = {d.name: d.flops_per_s for d in cluster.devices}
     names = cluster.names
@@ -214,7 +223,7 @@ def stages_of(graph: LayerGraph, cluster: Cluster, chosen: dict[Pair, Sequence[i
     while k < len(groups):
         p = start.get(k)
         if p is None:
-            stages.append(Stage(groups[k], split_tasks(graph, groups[k][-1], shares)))
+            stages.append(Stage(groups[k], split(graph, groups[k][-1], shares)))
             labels.append(("S", k))
             k += 1
             continue
@@ -231,18 +240,20 @@ def stages_of(graph: LayerGraph, cluster: Cluster, chosen: dict[Pair, Sequence[i
         stages.append(Stage([p.b], [Task(d, full, (c0, c1)) for d, (c0, c1) in zip(names, rngs)]))
         labels.append(("B", p))
         rest = groups[p.b_group][1:]
-        stages.append(Stage(rest, split_tasks(graph, rest[-1], shares)))
+        stages.append(Stage(rest, split(graph, rest[-1], shares)))
         labels.append(("R", p))
         k = p.b_group + 1
     return stages, labels
 
 
 def plan_of(graph: LayerGraph, cluster: Cluster, chosen: dict[Pair, Sequence[int]], *, model: str = "model",
-            source: Optional[str] = None, check: bool = True) -> Plan:
+            source: Optional[str] = None, check: bool = True, outside: str = "rows") -> Plan:
     """The routed, validated IOP plan for the pairs ``chosen`` with their channel counts
-    (``check=False``: not validated, see :func:`partopt.plan.build_plan`)."""
-    stages, _ = stages_of(graph, cluster, chosen)
-    meta = {"pairs": [[p.a, p.b] for p in chosen], "counts": {f"{p.a}/{p.b}": list(c) for p, c in chosen.items()}}
+    (``check=False``: not validated, see :func:`partopt.plan.build_plan`; ``outside``: see
+    :func:`stages_of`)."""
+    stages, _ = stages_of(graph, cluster, chosen, outside)
+    meta = {"pairs": [[p.a, p.b] for p in chosen], "counts": {f"{p.a}/{p.b}": list(c) for p, c in chosen.items()},
+            "outside": outside}
     return build_plan(graph, cluster, stages, model=model, method="iop", source=source, meta=meta, check=check)
 
 
@@ -264,8 +275,11 @@ def _solution(plan: Plan, graph: LayerGraph, cluster: Cluster, t0: float, **kw) 
 # Greedy
 # ---------------------------------------------------------------------------------------
 def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
-              pairs: Optional[Iterable[tuple[str, str]]] = None) -> Solution:
-    """The greedy pairing (module doc); ``pairs`` forces (A, B) pairs into every plan it tries."""
+              pairs: Optional[Iterable[tuple[str, str]]] = None, outside: str = "rows") -> Solution:
+    """The greedy pairing (module doc); ``pairs`` forces (A, B) pairs into every plan it tries;
+    ``outside="channels"`` splits the layers outside the pairs by output channels, as
+    :func:`~partopt.methods.baselines.coedge_concat` does (the IOP paper's own baseline), so
+    that against it the pairing alone makes the difference."""
     t0 = time.perf_counter()
     n = len(cluster.devices)
     forced = check_pairs(graph, pairs or [], n)
@@ -273,8 +287,8 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
     chosen = {p: speed_counts(p.channels, cluster) for p in forced}
 
     def key(sel):       # candidates unvalidated; the plan returned is validated by _solution
-        rep = evaluate(plan_of(graph, cluster, sel, model=model, source=source, check=False), graph, cluster,
-                       check=False)
+        rep = evaluate(plan_of(graph, cluster, sel, model=model, source=source, check=False, outside=outside),
+                       graph, cluster, check=False)
         return (sum(rep.over_memory.values()), rep.latency_s)
 
     cur = key(chosen)
@@ -291,7 +305,7 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
         chosen[best] = speed_counts(best.channels, cluster)
         cur = best_key
     chosen = dict(sorted(chosen.items(), key=lambda kv: kv[0].groups[0]))
-    return _solution(plan_of(graph, cluster, chosen, model=model, source=source), graph, cluster, t0)
+    return _solution(plan_of(graph, cluster, chosen, model=model, source=source, outside=outside), graph, cluster, t0)
 
 
 # ---------------------------------------------------------------------------------------
