@@ -21,6 +21,15 @@ benchmarks/results/iop_large.csv.
     python benchmarks/bench_iop.py --part gap [--models alexnet,resnet18] [--solver highs]
     python benchmarks/bench_iop.py --part large
     python benchmarks/bench_iop.py --part baselines
+    python benchmarks/bench_iop.py --part memory
+
+Part "memory": IOP's peak-memory reduction against the number of devices and the memory cap.
+For every zoo model but LeNet-5 on 2, 3, 4 and 8 devices of the iop-paper kind: the largest
+device's peak of ``coedge`` and of the plan with every compatible pair (rows outside), and the
+smallest per-device capacity in which ``coedge`` (memory-aware shares) and the IOP greedy
+(which takes pairs that cut the overflow first) each return a plan that fits, found by
+bisection to 0.5 %, with the greedy's latency there. Rows go to
+benchmarks/results/iop_memory.csv; ``partopt report benchmarks/results/iop_memory.csv`` draws it.
 
 Part "baselines": IOP under the paper's own baseline and under partopt's strongest one, side
 by side, for every zoo model on the iop-paper setup with 2, 3, 4 and 8 devices (same devices,
@@ -236,9 +245,67 @@ def part_baselines(models, out_csv, devices=(2, 3, 4, 8)):
                           f"verified {ok}", flush=True)
 
 
+MEMORY_FIELDS = ["model", "devices", "coedge_peak_mib", "all_pairs_peak_mib", "all_pairs_reduction_pct",
+                 "coedge_min_cap_mib", "iop_min_cap_mib", "cap_reduction_pct", "coedge_s", "iop_s_at_min_cap",
+                 "iop_pairs_at_min_cap", "verified"]
+
+
+def smallest_fit(fits, hi: float, rel: float = 0.005) -> float:
+    """The smallest capacity (bytes) in (0, hi] at which ``fits(cap)`` holds, to ``rel``; ``fits``
+    must hold at ``hi`` and be monotone."""
+    lo = 0.0
+    while hi - lo > rel * hi:
+        mid = (lo + hi) / 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def part_memory(models, out_csv, devices=(2, 3, 4, 8)):
+    """IOP's peak memory against devices and the memory cap (module doc)."""
+    from partopt.verify import verify
+    base = preset("iop-paper")
+    bw0 = base.bw(base.devices[0].name, base.devices[1].name)
+    with open(out_csv, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=MEMORY_FIELDS)
+        w.writeheader()
+        for name in models:
+            net, shape, _ = load_model(name)
+            x = example_input(shape)
+            g = LayerGraph.from_module(net, x)
+            for n in devices:
+                roomy = homogeneous(n, flops_per_s=base.devices[0].flops_per_s, memory_bytes=64 * 2 ** 30,
+                                    bandwidth_bytes_per_s=bw0, latency_s=base.latency_s, link=base.link,
+                                    name=f"iop{n}")
+                c = coedge(g, roomy, model=name).report
+                a = evaluate(all_pairs_plan(g, roomy, name), g, roomy)
+                hi = max(c.max_peak_memory_bytes, a.max_peak_memory_bytes)
+                c_cap = smallest_fit(lambda cap: coedge(g, with_memory(roomy, cap), model=name).feasible, hi)
+                i_cap = smallest_fit(lambda cap: iop.heuristic(g, with_memory(roomy, cap), model=name).feasible, hi)
+                h = iop.heuristic(g, with_memory(roomy, i_cap), model=name)
+                ok = verify(h.plan, net, x, g, with_memory(roomy, i_cap)).ok
+                row = {"model": name, "devices": n, "coedge_peak_mib": round(c.max_peak_memory_bytes / MiB, 3),
+                       "all_pairs_peak_mib": round(a.max_peak_memory_bytes / MiB, 3),
+                       "all_pairs_reduction_pct": round(pct(c.max_peak_memory_bytes, a.max_peak_memory_bytes), 3),
+                       "coedge_min_cap_mib": round(c_cap / MiB, 3), "iop_min_cap_mib": round(i_cap / MiB, 3),
+                       "cap_reduction_pct": round(pct(c_cap, i_cap), 3), "coedge_s": c.latency_s,
+                       "iop_s_at_min_cap": h.report.latency_s, "iop_pairs_at_min_cap": len(h.plan.meta["pairs"]),
+                       "verified": ok}
+                w.writerow(row)
+                fh.flush()
+                print(f"{name:12s} {n} coedge {row['coedge_peak_mib']:8.1f} MiB all-pairs {row['all_pairs_peak_mib']:8.1f} "
+                      f"({row['all_pairs_reduction_pct']:6.2f} %) | fits in: coedge {row['coedge_min_cap_mib']:8.1f} "
+                      f"iop {row['iop_min_cap_mib']:8.1f} ({row['cap_reduction_pct']:6.2f} %) "
+                      f"{row['iop_s_at_min_cap']:.4f} s, {row['iop_pairs_at_min_cap']} pairs, verified {ok}",
+                      flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["paper", "gap", "large", "baselines", "all"], default="all")
+    ap.add_argument("--part", choices=["paper", "gap", "large", "baselines", "memory", "all"], default="all")
+    ap.add_argument("--memory-csv", default=os.path.join(HERE, "results", "iop_memory.csv"))
     ap.add_argument("--baselines-csv", default=os.path.join(HERE, "results", "iop_baselines.csv"))
     ap.add_argument("--large-csv", default=os.path.join(HERE, "results", "iop_large.csv"))
     ap.add_argument("--models", default=",".join(ZOO))
@@ -256,6 +323,8 @@ def main(argv=None) -> int:
         part_large(args.large_csv)
     if args.part in ("baselines", "all"):
         part_baselines(args.models.split(","), args.baselines_csv)
+    if args.part in ("memory", "all"):
+        part_memory([m for m in args.models.split(",") if m != "lenet5"], args.memory_csv)
     return 0 if ok else 1
 
 

@@ -24,6 +24,12 @@ of NPTP's speed-up over CoEdge against input side and bandwidth, cells where it 
 paper's 1.44x outlined; and ``regime.md``, per model, devices and link, the largest speed-up
 over CoEdge and over FTP and where the 1.44x region lies.
 
+An *IOP memory* CSV (``benchmarks/bench_iop.py --part memory``: columns ``devices``,
+``all_pairs_reduction_pct``, ``coedge_min_cap_mib``, ``iop_min_cap_mib``, ...) gets
+(:func:`write_iop_memory_report`) ``iop_memory.png``: per model, the peak-memory reduction of
+the plan with every pair against ``coedge``, and the smallest per-device memory each of
+``coedge`` and the IOP greedy fits in, against the number of devices; and ``iop_memory.md``.
+
 The ``.tex`` files are bare ``tabular`` environments, so a paper wraps them in its own
 ``table`` with its own caption (see ``paper/main.tex``).
 """
@@ -431,6 +437,53 @@ def write_regime_report(results: str, out_dir: str) -> list[str]:
     return files
 
 
+IOP_MEMORY_COLUMNS = ("model", "devices", "coedge_peak_mib", "all_pairs_peak_mib", "all_pairs_reduction_pct",
+                      "coedge_min_cap_mib", "iop_min_cap_mib", "cap_reduction_pct")
+
+
+def write_iop_memory_report(results: str, out_dir: str) -> list[str]:
+    """The IOP memory report of the module doc; returns the files written."""
+    with open(results, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["devices"] = int(r["devices"])
+        for k in IOP_MEMORY_COLUMNS[2:]:
+            r[k] = float(r[k])
+    os.makedirs(out_dir, exist_ok=True)
+    md = os.path.join(out_dir, "iop_memory.md")
+    with open(md, "w") as f:
+        f.write(markdown_table([{"model": r["model"], "devices": r["devices"],
+                                 "coedge peak MiB": f"{r['coedge_peak_mib']:.1f}",
+                                 "every pair: peak MiB": f"{r['all_pairs_peak_mib']:.1f} "
+                                                         f"({-r['all_pairs_reduction_pct']:+.1f} %)",
+                                 "coedge fits in MiB": f"{r['coedge_min_cap_mib']:.1f}",
+                                 "IOP greedy fits in MiB": f"{r['iop_min_cap_mib']:.1f} "
+                                                           f"({-r['cap_reduction_pct']:+.1f} %)"} for r in rows]))
+    plt = _plt()
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for m in models:
+        rs = sorted((r for r in rows if r["model"] == m), key=lambda r: r["devices"])
+        ns = [r["devices"] for r in rs]
+        a1.plot(ns, [r["all_pairs_reduction_pct"] for r in rs], marker="o", label=m)
+        a2.plot(ns, [r["iop_min_cap_mib"] / r["coedge_min_cap_mib"] for r in rs], marker="o", label=m)
+    a1.axhspan(21.22, 49.98, color="tab:red", alpha=0.12, label="paper: 21.22-49.98 %")
+    a1.set_xlabel("devices")
+    a1.set_ylabel("peak memory below coedge (%)")
+    a1.set_title("every pair against coedge", fontsize=9)
+    a2.set_xlabel("devices")
+    a2.set_ylabel("smallest memory: IOP greedy / coedge")
+    a2.set_title("smallest per-device memory each fits in", fontsize=9)
+    for ax in (a1, a2):
+        ax.set_xticks(sorted({r["devices"] for r in rows}))
+    a1.legend(fontsize=7)
+    fig.tight_layout()
+    png = os.path.join(out_dir, "iop_memory.png")
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return [md, png]
+
+
 def write_report(results: str, out_dir: str) -> list[str]:
     """Write the tables and figures of a sweep's CSV into ``out_dir``; return the files written."""
     from .errors import ConfigError
@@ -439,6 +492,8 @@ def write_report(results: str, out_dir: str) -> list[str]:
             header = next(csv.reader(f), [])
         if all(k in header for k in REGIME_COLUMNS):
             return write_regime_report(results, out_dir)
+        if all(k in header for k in IOP_MEMORY_COLUMNS):
+            return write_iop_memory_report(results, out_dir)
     rows = load_results(results)
     if not rows:
         raise ConfigError(f"{results}: no finished rows")

@@ -304,3 +304,24 @@ def test_regime_report_marks_where_the_papers_speedup_holds(tmp_path, capsys):
     assert "| m | 8 | mesh | 1.50x (side 224, bw x0.1) | 1.00x | 1.10x | 1/4 cells: side 224-224, bandwidth x0.1-x0.1 |" in out
     assert "| m | 8 | shared | 1.20x (side 224, bw x0.1) | 1.00x | 1.10x | nowhere in the swept range |" in out
     assert (tmp_path / "out" / "regime_m.png").stat().st_size > 0
+
+
+def test_iop_memory_report_writes_its_table_and_figure(tmp_path, capsys):
+    """An IOP memory CSV (bench_iop.py --part memory) gets iop_memory.md and iop_memory.png."""
+    import csv as _csv
+
+    from partopt.cli import main
+    from partopt.report import IOP_MEMORY_COLUMNS
+    path = tmp_path / "mem.csv"
+    with open(path, "w", newline="") as f:
+        w = _csv.DictWriter(f, fieldnames=list(IOP_MEMORY_COLUMNS))
+        w.writeheader()
+        for n, red in ((2, 10.0), (4, -5.0)):
+            w.writerow({"model": "m", "devices": n, "coedge_peak_mib": 100.0, "all_pairs_peak_mib": 100 - red,
+                        "all_pairs_reduction_pct": red, "coedge_min_cap_mib": 100.0, "iop_min_cap_mib": 100 - red,
+                        "cap_reduction_pct": red})
+    assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "| m | 2 | 100.0 | 90.0 (-10.0 %) | 100.0 | 90.0 (-10.0 %) |" in out
+    assert "| m | 4 | 100.0 | 105.0 (+5.0 %) | 100.0 | 105.0 (+5.0 %) |" in out
+    assert (tmp_path / "out" / "iop_memory.png").stat().st_size > 0
