@@ -42,7 +42,7 @@ from typing import Optional
 
 from .cluster import Cluster
 from .cost import region_flops
-from .geometry import Box
+from .geometry import Box, bilinear_source_1d, deconv_taps_1d
 from .graph import LayerGraph, Op
 from .plan import FLOAT_BYTES
 
@@ -72,26 +72,68 @@ def necessary_elements(graph: LayerGraph) -> dict[str, tuple[set[int], set[int]]
             if inp == graph.input_name:
                 continue
             _, ih, iw = graph.tensor_chw(inp)
+            _, oh, ow = op.out_chw
             if op.kind in ("flatten", "linear"):
                 r_in, c_in = set(range(ih)), set(range(iw))
             elif op.kind in _WINDOWED or op.kind == "adaptive_avgpool":
                 r_in = {i for r in rows for i in _taps(op, 0, r, ih)}
                 c_in = {j for c in cols for j in _taps(op, 1, c, iw)}
-            else:   # element-wise, add, concat: the same positions
+            elif op.kind == "deconv":
+                r_in = {i for r in rows for i in deconv_taps_1d(r, op.kernel[0], op.stride[0], op.padding[0],
+                                                                op.dilation[0], ih)}
+                c_in = {j for c in cols for j in deconv_taps_1d(c, op.kernel[1], op.stride[1], op.padding[1],
+                                                                op.dilation[1], iw)}
+            elif op.kind == "upsample":
+                r_in = {i for r in rows for i in _upsample_taps(op, 0, r, ih)}
+                c_in = {j for c in cols for j in _upsample_taps(op, 1, c, iw)}
+            elif op.kind == "pad":
+                left, _, top, _ = op.pads
+                r_in = {r - top for r in rows if 0 <= r - top < ih}
+                c_in = {c - left for c in cols if 0 <= c - left < iw}
+            elif (ih, iw) == (1, 1) and (oh, ow) != (1, 1):     # a broadcast [N, C, 1, 1] operand
+                r_in, c_in = {0}, {0}
+            else:   # element-wise, add, mul, concat, slice, shuffle: the same positions
                 r_in, c_in = set(rows), set(cols)
             old = need.get(inp, (set(), set()))
             need[inp] = (old[0] | r_in, old[1] | c_in)
     return need
 
 
+def _upsample_taps(op: Op, axis: int, index: int, size_in: int) -> set[int]:
+    """Input indices upsampling output index ``index`` reads along ``axis``."""
+    s = op.scale[axis]
+    if op.mode == "nearest":
+        return {index // s}
+    i0, i1, _ = bilinear_source_1d(index, s, size_in)
+    return {i0, i1}
+
+
+def needed_channels(graph: LayerGraph, name: str) -> int:
+    """How many of ``name``'s output channels some consumer reads: all of them, unless every
+    consumer is a channel slice (chunk/split) and the slices leave some out."""
+    c = graph.op[name].out_chw[0]
+    cons = [graph.op[n] for n in graph.consumers[name] if n in graph.op]
+    if name == graph.output or not cons or any(o.kind != "slice" for o in cons):
+        return c
+    return len({ch for o in cons for ch in range(o.offset, o.offset + o.out_chw[0])})
+
+
 def necessary_flops(graph: LayerGraph) -> int:
-    """FLOPs every plan must spend: :func:`partopt.cost.region_flops` of the needed elements."""
+    """FLOPs every plan must spend: :func:`partopt.cost.region_flops` of the needed elements
+    (every needed channel; a channel's cost is the same for each channel of an op)."""
     total = 0
     for name, (rows, cols) in necessary_elements(graph).items():
         op = graph.op[name]
-        c = op.out_chw[0]
+        c = needed_channels(graph, name)
         if op.kind == "adaptive_avgpool":   # a position's cost depends on its window
             total += sum(region_flops(op, Box(0, c, r, r + 1, q, q + 1)) for r in rows for q in cols)
+        elif op.kind == "deconv":           # ... on its taps, a row's times a column's
+            _, ih, iw = op.in_chw
+            th = sum(len(deconv_taps_1d(r, op.kernel[0], op.stride[0], op.padding[0], op.dilation[0], ih))
+                     for r in rows)
+            tw = sum(len(deconv_taps_1d(q, op.kernel[1], op.stride[1], op.padding[1], op.dilation[1], iw))
+                     for q in cols)
+            total += 2 * op.in_chw[0] * th * tw * c * op.batch
         else:
             total += region_flops(op, Box(0, c, 0, 1, 0, 1)) * len(rows) * len(cols)
     return total

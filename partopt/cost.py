@@ -9,7 +9,10 @@ Formulas (batch N, an output region of V elements per batch item, float32 = 4 by
   add is not counted). A partial-sum conv over input channels [a, b) uses ``b - a``.
 - linear: ``2 * F_in * V * N``; batch norm: ``2 * V * N``; element-wise activation and add:
   ``V * N`` (an add of two tensors); max/avg pool: ``kh * kw * V * N``; adaptive average
-  pool: the sum of its bins' sizes; flatten, dropout, concat: 0.
+  pool: the sum of its bins' sizes; element-wise product (a gate): ``V * N``; transposed
+  conv: ``2 * C_in * (taps that land on the region) * N`` per output channel, counted exactly
+  per output row and column; bilinear upsampling: 7 per output element (four weighted taps);
+  flatten, dropout, concat, channel slice and shuffle, zero padding, nearest upsampling: 0.
 - compute time (s) = FLOPs / device FLOP/s.
 - transfer time (s) = latency_s + bytes / bandwidth (bytes/s) of the ordered pair.
 - weights a device holds for an op (bytes): the union of the weight slices its tasks touch
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, Optional
 
-from .geometry import Box, adaptive_window_1d, union_volume
+from .geometry import Box, adaptive_window_1d, deconv_taps_1d, union_volume
 
 if TYPE_CHECKING:
     from .graph import Op
@@ -61,7 +64,18 @@ def region_flops(op: "Op", box: Box, in_channels: Optional[tuple[int, int]] = No
         hs = sum(b - a for a, b in (adaptive_window_1d(i, i + 1, ih, oh) for i in range(box.h0, box.h1)))
         ws = sum(b - a for a, b in (adaptive_window_1d(j, j + 1, iw, ow) for j in range(box.w0, box.w1)))
         return (box.c1 - box.c0) * hs * ws * n
-    return 0  # flatten, dropout, concat move no arithmetic
+    if k == "mul":
+        return v * n
+    if k == "upsample":
+        return 7 * v * n if op.mode == "bilinear" else 0
+    if k == "deconv":
+        _, ih, iw = op.in_chw
+        rows = sum(len(deconv_taps_1d(i, op.kernel[0], op.stride[0], op.padding[0], op.dilation[0], ih))
+                   for i in range(box.h0, box.h1))
+        cols = sum(len(deconv_taps_1d(j, op.kernel[1], op.stride[1], op.padding[1], op.dilation[1], iw))
+                   for j in range(box.w0, box.w1))
+        return 2 * op.in_chw[0] * rows * cols * (box.c1 - box.c0) * n
+    return 0  # flatten, dropout, concat, slice, shuffle, pad move no arithmetic
 
 
 def weight_bytes(op: "Op", rects: Iterable[tuple[int, int, int, int]]) -> int:
@@ -71,7 +85,7 @@ def weight_bytes(op: "Op", rects: Iterable[tuple[int, int, int, int]]) -> int:
     if not rects or op.param_bytes == 0:
         return 0
     e = op.elem_bytes
-    if op.kind == "conv":
+    if op.kind in ("conv", "deconv"):       # deconv: groups=1, the same (out, in) slices of W
         kh, kw = op.kernel
         cin_g = op.in_chw[0] // op.groups
         if op.groups == 1:

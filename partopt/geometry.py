@@ -160,6 +160,46 @@ def conv_window_1d(lo: int, hi: int, kernel: int, stride: int, padding: int, dil
     return (lo * stride - padding, (hi - 1) * stride - padding + (kernel - 1) * dilation + 1)
 
 
+def deconv_taps_1d(out: int, kernel: int, stride: int, padding: int, dilation: int, in_size: int) -> list[int]:
+    """Input indices that transposed-conv output index ``out`` reads: ``i`` with
+    ``i * stride - padding + k * dilation == out`` for some tap ``k``, inside the input."""
+    taps = []
+    for k in range(kernel):
+        num = out + padding - k * dilation
+        if num % stride == 0 and 0 <= num // stride < in_size:
+            taps.append(num // stride)
+    return taps
+
+
+def deconv_window_1d(lo: int, hi: int, kernel: int, stride: int, padding: int, dilation: int) -> tuple[int, int]:
+    """Input window [a, b) a transposed conv reads for output indices [lo, hi) (may reach past
+    the input: that part contributes nothing)."""
+    if hi <= lo:
+        return (0, 0)
+    return (-((padding + (kernel - 1) * dilation - lo) // stride), (hi - 1 + padding) // stride + 1)
+
+
+def upsample_window_1d(lo: int, hi: int, scale: int, in_size: int, mode: str) -> tuple[int, int]:
+    """Input window [a, b) of nearest or bilinear (align_corners=False) upsampling by an
+    integer ``scale``, for output indices [lo, hi)."""
+    if hi <= lo:
+        return (0, 0)
+    if mode == "nearest":
+        return (lo // scale, (hi - 1) // scale + 1)
+    a, _, _ = bilinear_source_1d(lo, scale, in_size)
+    _, b, _ = bilinear_source_1d(hi - 1, scale, in_size)
+    return (a, b + 1)
+
+
+def bilinear_source_1d(out: int, scale: int, in_size: int) -> tuple[int, int, float]:
+    """The two input indices bilinear upsampling (align_corners=False) blends for output index
+    ``out``, and the weight of the second, as PyTorch computes them."""
+    src = max((out + 0.5) / scale - 0.5, 0.0)
+    i0 = min(int(math.floor(src)), in_size - 1)
+    i1 = min(i0 + 1, in_size - 1)
+    return i0, i1, src - i0
+
+
 def adaptive_window_1d(lo: int, hi: int, in_size: int, out_size: int) -> tuple[int, int]:
     """Input window [a, b) of adaptive pooling output indices [lo, hi) (PyTorch's bins)."""
     if hi <= lo:

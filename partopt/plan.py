@@ -711,6 +711,8 @@ def memory_terms(plan: Plan, graph: LayerGraph, start_tensor: Optional[str] = No
                 if op.kind == "conv":
                     ci = t.in_channels if (name == s.output and t.in_channels) else op.conv_in_channels(r.c0, r.c1)
                     rects[(t.device, name)].append((r.c0, r.c1, ci[0], ci[1]))
+                elif op.kind == "deconv":
+                    rects[(t.device, name)].append((r.c0, r.c1, 0, op.in_chw[0]))
                 elif op.kind in ("linear", "bn"):
                     rects[(t.device, name)].append((r.c0, r.c1, 0, 1))
     weights = {key: weight_bytes(graph.op[key[1]], rs) for key, rs in rects.items()}

@@ -83,9 +83,9 @@ def test_bad_cluster_file_exit_2(capsys, tmp_path):
 
 def test_unsupported_op_exit_2(capsys, tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("import torch.nn as nn\ndef make():\n    return nn.Sequential(nn.Conv2d(3, 3, 3), nn.Upsample(scale_factor=2))\n")
+    f.write_text("import torch.nn as nn\ndef make():\n    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.PixelShuffle(2))\n")
     code, _, err = run(capsys, "solve", f"{f}:make", "--input-shape", "1,3,8,8")
-    assert code == 2 and "Upsample" in err
+    assert code == 2 and "PixelShuffle" in err
 
 
 def test_console_script_no_traceback():
