@@ -24,7 +24,7 @@ from partopt.cluster import PRESETS, preset
 from partopt.graph import LayerGraph
 from partopt.methods import METHODS
 from partopt.verify import verify
-from partopt.zoo import ZOO, example_input, load_model
+from partopt.zoo import CLASSIC as ZOO, example_input, load_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OTHERS = [m for m in METHODS if m != "best"]     # the DN2PCIoT family only on LeNet-5

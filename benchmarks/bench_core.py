@@ -21,7 +21,7 @@ from partopt.graph import LayerGraph
 from partopt.methods.baselines import coedge
 from partopt.plan import evaluate
 from partopt.verify import verify
-from partopt.zoo import ZOO, example_input, load_model
+from partopt.zoo import CLASSIC as ZOO, example_input, load_model
 
 
 def timed(fn, repeat):

@@ -41,7 +41,7 @@ from partopt.graph import LayerGraph
 from partopt.methods import dpfp, segment_path
 from partopt.methods.baselines import coedge, layerwise, single
 from partopt.solvers import heuristic_gap
-from partopt.zoo import ZOO, example_input, load_model
+from partopt.zoo import CLASSIC as ZOO, example_input, load_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -54,7 +54,7 @@ from partopt.methods import iop
 from partopt.methods.baselines import coedge
 from partopt.plan import evaluate
 from partopt.solvers import heuristic_gap
-from partopt.zoo import ZOO, example_input, load_model
+from partopt.zoo import CLASSIC as ZOO, example_input, load_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MiB = 2 ** 20

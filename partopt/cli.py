@@ -127,12 +127,26 @@ def cmd_models(args) -> int:
     from .graph import LayerGraph
     from .zoo import ZOO, example_input, load_model
     rows = []
-    for name, e in ZOO.items():
+    for name, e in (ZOO.items() if not args.ops else ()):
         m, shape, _ = load_model(name)
         g = LayerGraph.from_module(m, example_input(shape))
         rows.append({"model": name, "input_shape": list(shape), "ops": len(g), "flops": g.total_flops,
                      "param_bytes": g.total_param_bytes, "activation_bytes": g.total_activation_bytes,
                      "description": e.description})
+    if args.ops:
+        from .graph import KINDS
+        from .onnx_import import SUPPORTED_ONNX_OPS
+        if args.json:
+            print(json.dumps({"kinds": KINDS, "onnx_ops": SUPPORTED_ONNX_OPS}, indent=1))
+            return 0
+        t = Table(title="op kinds partopt plans, prices and executes (any model: zoo, file.py:factory, file.onnx)")
+        t.add_column("kind")
+        t.add_column("what it covers")
+        for k, what in KINDS.items():
+            t.add_row(k, what)
+        _console().print(t)
+        _console().print("ONNX ops read from .onnx files: " + ", ".join(SUPPORTED_ONNX_OPS))
+        return 0
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -488,8 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="file to write")
     e.set_defaults(fn=cmd_export)
 
-    m = sub.add_parser("models", help="list the zoo with FLOPs, parameters, activation bytes")
+    m = sub.add_parser("models", help="list the zoo with FLOPs, parameters, activation bytes (--ops: the supported ops)")
     m.add_argument("--json", action="store_true")
+    m.add_argument("--ops", action="store_true", help="list the op kinds and ONNX ops partopt supports instead")
     m.set_defaults(fn=cmd_models)
 
     c = sub.add_parser("clusters", help="list the cluster presets")

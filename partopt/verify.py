@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .cluster import Cluster
-from .geometry import Box, adaptive_window_1d
+from .geometry import Box, adaptive_window_1d, bilinear_source_1d
 from .graph import LayerGraph, Op
 from .plan import Plan, Transfer, cone, validate
 
@@ -134,6 +134,29 @@ def _counts(lo: int, hi: int, k: int, s: int, p: int, size: int, include_pad: bo
     return torch.tensor(out, dtype=torch.float32)
 
 
+def _upsample_region(x: torch.Tensor, win: Box, box: Box, scale: tuple[int, int], in_hw: tuple[int, int],
+                     mode: str) -> torch.Tensor:
+    """Rows and columns ``box`` of an upsampled map from the input window ``x`` (holding ``win``),
+    index by index as PyTorch computes them (nearest: ``i // scale``; bilinear with
+    align_corners=False: two taps blended, :func:`partopt.geometry.bilinear_source_1d`)."""
+    if mode == "nearest":
+        rows = torch.tensor([i // scale[0] - win.h0 for i in range(box.h0, box.h1)], dtype=torch.long)
+        cols = torch.tensor([j // scale[1] - win.w0 for j in range(box.w0, box.w1)], dtype=torch.long)
+        return x.index_select(2, rows).index_select(3, cols)
+
+    def blend(t: torch.Tensor, dim: int, lo: int, hi: int, s: int, size: int, off: int) -> torch.Tensor:
+        src = [bilinear_source_1d(i, s, size) for i in range(lo, hi)]
+        a = t.index_select(dim, torch.tensor([i0 - off for i0, _, _ in src], dtype=torch.long))
+        b = t.index_select(dim, torch.tensor([i1 - off for _, i1, _ in src], dtype=torch.long))
+        lam = torch.tensor([w for _, _, w in src], dtype=t.dtype)
+        shape = [1, 1, 1, 1]
+        shape[dim] = len(src)
+        lam = lam.reshape(shape)
+        return a * (1 - lam) + b * lam
+    y = blend(x, 2, box.h0, box.h1, scale[0], in_hw[0], win.h0)
+    return blend(y, 3, box.w0, box.w1, scale[1], in_hw[1], win.w0)
+
+
 def run_op(op: Op, mod: Optional[nn.Module], ins: list[tuple[torch.Tensor, Box]], box: Box,
            in_shapes: list[tuple[int, int, int]], in_channels: Optional[tuple[int, int]] = None) -> torch.Tensor:
     """Compute ``box`` of ``op``'s output from input regions ``ins`` [(data, box it holds)]."""
@@ -193,9 +216,35 @@ def run_op(op: Op, mod: Optional[nn.Module], ins: list[tuple[torch.Tensor, Box]]
         x = x.reshape(x.shape[0], -1)
         b = None if mod.bias is None else mod.bias[box.c0:box.c1]
         return _as4d(F.linear(x, mod.weight[box.c0:box.c1], b))
-    if k == "add":
+    if k in ("add", "mul"):        # an [N, C, 1, 1] operand broadcasts over the map
         xs = [take(d, h, w, f, 0.0) for (d, h), w, f in zip(ins, wins, fulls)]
-        return xs[0] + xs[1]
+        return xs[0] + xs[1] if k == "add" else xs[0] * xs[1]
+    if k in ("slice", "pad"):     # a window of the input; zero padding where it leaves the map
+        return take(ins[0][0], ins[0][1], wins[0], fulls[0], 0.0)
+    if k == "shuffle":
+        x = take(ins[0][0], ins[0][1], wins[0], fulls[0], 0.0)
+        idx = torch.tensor([op.shuffle_source(c) - wins[0].c0 for c in range(box.c0, box.c1)], dtype=torch.long)
+        return x.index_select(1, idx)
+    if k == "upsample":
+        x = take(ins[0][0], ins[0][1], wins[0], fulls[0], 0.0)
+        _, ih, iw = in_shapes[0]
+        return _upsample_region(x, wins[0], box, op.scale, (ih, iw), op.mode)
+    if k == "deconv":               # the taps of the input window, added into the box (bias elsewhere)
+        n = ins[0][0].shape[0]
+        out = torch.zeros((n, box.c1 - box.c0, box.h1 - box.h0, box.w1 - box.w0))
+        if mod.bias is not None:
+            out += mod.bias[box.c0:box.c1].reshape(1, -1, 1, 1)
+        win = wins[0]
+        if win.h1 <= win.h0 or win.w1 <= win.w0:
+            return out                  # no tap lands in the box
+        x = take(ins[0][0], ins[0][1], win, fulls[0], 0.0)
+        y = F.conv_transpose2d(x, mod.weight[:, box.c0:box.c1], None, op.stride, 0, 0, 1, op.dilation)
+        oy, ox = win.h0 * op.stride[0] - op.padding[0], win.w0 * op.stride[1] - op.padding[1]  # y[0, 0]'s place
+        a, b = max(box.h0, oy), min(box.h1, oy + y.shape[2])
+        c, d = max(box.w0, ox), min(box.w1, ox + y.shape[3])
+        if a < b and c < d:
+            out[:, :, a - box.h0:b - box.h0, c - box.w0:d - box.w0] += y[:, :, a - oy:b - oy, c - ox:d - ox]
+        return out
     if k == "concat":
         parts = [take(d, h, w, f, 0.0) for (d, h), w, f in zip(ins, wins, fulls) if not w.empty]
         return torch.cat(parts, 1)
@@ -268,16 +317,28 @@ def assemble_region(tensor: str, dev: str, need: Box, own: list[tuple[Box, torch
     return out
 
 
+def reference_of(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The output a plan must reproduce: ``onnxruntime``'s for a module read from an ONNX file
+    (it carries ``onnx_path``), else ``module(x)``."""
+    path = getattr(module, "onnx_path", None)
+    if path:
+        from .onnx_import import reference_output
+        return reference_output(path, x)
+    return module(x)
+
+
 def verify(plan: Plan, module: nn.Module, x: torch.Tensor, graph: Optional[LayerGraph] = None,
            cluster: Optional[Cluster] = None) -> Verification:
-    """Execute ``plan`` on ``x`` with ``module``'s weights and compare with ``module(x)``."""
+    """Execute ``plan`` on ``x`` with ``module``'s weights and compare with the reference:
+    ``module(x)``, or for a model read from an ONNX file (:func:`partopt.onnx_import.load_onnx`)
+    the file's own output by ``onnxruntime``."""
     module.eval()
     graph = graph or LayerGraph.from_module(module, x)
     cluster = cluster or Cluster.from_dict(plan.cluster)
     validate(plan, graph, cluster)
     mods = dict(module.named_modules())
     with torch.no_grad():
-        ref = module(x)
+        ref = reference_of(module, x)
         try:
             out, moved, link, bad = _execute(plan, graph, mods, x)
         except _Missing as e:

@@ -26,6 +26,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
+from . import zoo_edge
 from .errors import InputShapeError, ModelLoadError, UnknownModelError
 
 
@@ -208,7 +209,22 @@ ZOO: dict[str, ZooEntry] = {
     "resnet18": ZooEntry(resnet18, (1, 3, 224, 224), "ResNet-18, 224x224"),
     "mobilenet_v2": ZooEntry(mobilenet_v2, (1, 3, 224, 224), "MobileNetV2, 224x224"),
     "yolov2_tiny": ZooEntry(yolov2_tiny, (1, 3, 416, 416), "YOLOv2-tiny detector, 416x416"),
+    # edge CNNs (partopt/zoo_edge.py)
+    "mobilenet_v3_small": ZooEntry(zoo_edge.mobilenet_v3_small, (1, 3, 224, 224),
+                                   "MobileNetV3-Small, 224x224 (squeeze-excite, hard-swish)"),
+    "efficientnet_b0": ZooEntry(zoo_edge.efficientnet_b0, (1, 3, 224, 224),
+                                "EfficientNet-B0, 224x224 (MBConv, squeeze-excite, SiLU)"),
+    "shufflenet_v2": ZooEntry(zoo_edge.shufflenet_v2, (1, 3, 224, 224),
+                              "ShuffleNetV2 1.0x, 224x224 (channel split and shuffle)"),
+    "squeezenet": ZooEntry(zoo_edge.squeezenet, (1, 3, 224, 224), "SqueezeNet v1.1, 224x224 (fire modules)"),
+    "yolov5n": ZooEntry(zoo_edge.yolov5n, (1, 3, 640, 640),
+                        "YOLOv5n detector, 640x640 (CSP, SPPF, upsample + concat neck, 3 heads)"),
+    "unet": ZooEntry(zoo_edge.unet, (1, 3, 512, 512), "small U-Net, 512x512 (transposed-conv decoder, skips)"),
 }
+#: the zoo's classic CNNs (the first seven), which the results files and most benchmarks cover
+CLASSIC = ("lenet5", "alexnet", "vgg11", "vgg16", "resnet18", "mobilenet_v2", "yolov2_tiny")
+#: the edge CNNs of partopt/zoo_edge.py
+EDGE = tuple(n for n in ZOO if n not in CLASSIC)
 
 
 def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -216,7 +232,7 @@ def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in module.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1] // m.groups
                 m.weight.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=g)
                 if m.bias is not None:
@@ -246,11 +262,16 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
 
 def load_model(spec: str, input_shape: Optional[tuple[int, ...]] = None, seed: int = 0
                ) -> tuple[nn.Module, tuple[int, int, int, int], str]:
-    """Resolve a zoo name or ``file.py:factory`` to (module in eval mode, input shape, name).
+    """Resolve a zoo name, ``file.py:factory`` or ``file.onnx`` to (module in eval mode,
+    input shape, name).
 
     Zoo models take their default input shape unless ``input_shape`` is given; a user model
-    must be given one.
+    must be given one; an ONNX file's shape comes from the file, ``input_shape`` filling its
+    dynamic dimensions (:func:`partopt.onnx_import.load_onnx`).
     """
+    if spec.endswith(".onnx"):
+        from .onnx_import import load_onnx
+        return load_onnx(spec, input_shape)
     if spec in ZOO:
         e = ZOO[spec]
         torch.manual_seed(seed)

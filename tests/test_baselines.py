@@ -3,7 +3,7 @@ import pytest
 from partopt.cluster import Cluster, Device, heterogeneous, homogeneous, preset
 from partopt.methods.baselines import coedge, layer_stages, layerwise, single
 from partopt.verify import verify
-from partopt.zoo import ZOO
+from partopt.zoo import CLASSIC as ZOO
 
 CLUSTERS = {
     "pi4x4": preset("pi4x4"),

@@ -6,7 +6,7 @@ from partopt.cluster import heterogeneous, homogeneous, preset
 from partopt.graph import LayerGraph
 from partopt.methods import dpfp
 from partopt.verify import verify
-from partopt.zoo import ZOO, randomize
+from partopt.zoo import CLASSIC as ZOO, randomize
 
 GiB = 2 ** 30
 

@@ -11,7 +11,7 @@ from partopt.graph import LayerGraph
 from partopt.methods import iop
 from partopt.plan import evaluate
 from partopt.verify import verify
-from partopt.zoo import ZOO, randomize
+from partopt.zoo import CLASSIC as ZOO, randomize
 
 GiB = 2 ** 30
 MiB = 2 ** 20
