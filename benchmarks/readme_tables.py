@@ -375,12 +375,53 @@ def reproductions() -> str:
                    "baseline", "where the claim holds", "regenerate"], out)
 
 
+def models() -> str:
+    """The zoo: input, GFLOPs and weight MB of every model (traced from partopt.zoo, not a results file)."""
+    from partopt.graph import LayerGraph
+    from partopt.zoo import ZOO, example_input, load_model
+    out = []
+    for name, e in ZOO.items():
+        net, shape, _ = load_model(name)
+        g = LayerGraph.from_module(net, example_input(shape))
+        out.append([name, "x".join(map(str, shape)), f"{g.total_flops / 1e9:.4g}", f"{g.total_param_bytes / 1e6:.1f}",
+                    e.description])
+    return _table(["model", "input", "GFLOPs", "weights MB", "what"], out)
+
+
+def ops() -> str:
+    """The op kinds partopt plans (partopt.graph.KINDS) and the ONNX ops it reads."""
+    from partopt.graph import KINDS
+    from partopt.onnx_import import SUPPORTED_ONNX_OPS
+    return (_table(["kind", "what it covers"], [[f"`{k}`", v] for k, v in KINDS.items()])
+            + "\nONNX ops read from `.onnx` files: " + ", ".join(SUPPORTED_ONNX_OPS) + ".\n")
+
+
+def edge_zoo() -> str:
+    """The edge CNNs under every demo method (edge_zoo.csv): plans, verified, the fastest."""
+    rows = _rows("edge_zoo.csv")
+    out = []
+    for m in _in_order(r["model"] for r in rows):
+        for c in _in_order(r["cluster"] for r in rows if r["model"] == m):
+            rs = [r for r in rows if (r["model"], r["cluster"]) == (m, c)]
+            planned = [r for r in rs if r["latency_s"]]
+            na = [r["method"] for r in rs if r["status"] == "not applicable"]
+            fastest = min((r for r in planned if r["method"] != "best"), key=lambda r: float(r["latency_s"]))
+            coop = min((r for r in planned if r["method"] not in ("best", "single")), key=lambda r: float(r["latency_s"]))
+            best = next(r for r in rs if r["method"] == "best")
+            out.append([m, c, f"{len(planned)}/{len(rs)}", sum(r["verified"] == "True" for r in planned),
+                        ", ".join(na) or "none", f"{fastest['method']} {float(fastest['latency_s']):.4f}",
+                        f"{coop['method']} {float(coop['latency_s']):.4f}", f"{float(best['latency_s']):.4f}",
+                        f"{float(best['plan_s']):.2f}"])
+    return _table(["model", "cluster", "planned", "verified", "not applicable", "fastest method s",
+                   "fastest cooperative s", "best s", "best plan s"], out)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "demo": demo, "default-counts": default_counts, "best": best_summary, "best-bound": best_bound_histogram, "best-exact": best_exact,
     "default-union": default_union,
     "iop-gap": iop_gap, "iop-vs-coedge": iop_vs_coedge, "iop-large": iop_large, "dpfp-gap": dpfp_gap, "dpfp-zoo": dpfp_zoo, "dpfp-speed": dpfp_speed, "nptp-gap": nptp_gap,
     "default-summary": default_summary, "default-solvers": default_solvers, "runtime": runtime, "core": core,
-    "dn2pciot": dn2pciot, "reproductions": reproductions,
+    "dn2pciot": dn2pciot, "reproductions": reproductions, "models": models, "ops": ops, "edge-zoo": edge_zoo,
 }
 PATTERN = re.compile(r"(<!-- generated:(?P<name>[\w-]+) \(benchmarks/readme_tables.py\) -->\n)(?P<body>.*?)"
                      r"(<!-- end:(?P=name) -->)", re.S)
