@@ -21,8 +21,8 @@ Example:
     >>> path = os.path.join(tempfile.mkdtemp(), "m.onnx")
     >>> torch.onnx.export(net, torch.randn(1, 3, 8, 8), path, dynamo=False)
     >>> module, shape, name = load_onnx(path)
-    >>> shape, name
-    ((1, 3, 8, 8), 'm')
+    >>> shape, name == path
+    ((1, 3, 8, 8), True)
 """
 from __future__ import annotations
 
@@ -103,7 +103,9 @@ def _shape_of(path: str, input_shape: Optional[tuple[int, ...]]) -> tuple[Any, t
 
 def load_onnx(path: str, input_shape: Optional[tuple[int, ...]] = None, check: bool = True
               ) -> tuple[nn.Module, tuple[int, int, int, int], str]:
-    """(module, input shape, name) of an ONNX file, like :func:`partopt.zoo.load_model`.
+    """(module, input shape, name) of an ONNX file, like :func:`partopt.zoo.load_model`; the
+    name is ``path`` itself, so a plan's ``model`` finds the file again (``partopt verify``,
+    ``partopt run``).
     ``check``: run the converted module and ``onnxruntime`` on a random input and raise
     :class:`~partopt.errors.ModelLoadError` if they differ by more than :data:`AGREE_TOL`."""
     _, numpy_helper = _onnx()
@@ -134,7 +136,7 @@ def load_onnx(path: str, input_shape: Optional[tuple[int, ...]] = None, check: b
         if err > AGREE_TOL:
             raise ModelLoadError(f"{path}: the converted model differs from onnxruntime by {err:.2e} "
                                  f"(relative); partopt reads some op differently")
-    return gm, shape, os.path.splitext(os.path.basename(path))[0]
+    return gm, shape, path      # the name a plan records: verify and run load the same file again
 
 
 def reference_output(path: str, x: torch.Tensor) -> torch.Tensor:

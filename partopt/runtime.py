@@ -12,7 +12,8 @@ rank holds the input, and the ranks then carry out the plan stage by stage:
   says (see "Left out" below).
 - each rank computes its own tasks with the same region executor as :func:`partopt.verify.verify`
   (exact input windows, channel slices, partial sums) and keeps only what it computed or received.
-- the sink assembles the output and compares it with the unsplit ``module(x)``.
+- the sink assembles the output and compares it with the unsplit ``module(x)`` (for a model
+  read from an ONNX file, with ``onnxruntime``'s output of the file).
 
 **Network emulation** (on by default): on one machine loopback is far faster than a Wi-Fi link,
 so the receiver of a message holds it until the time the modelled network would deliver it:
@@ -84,7 +85,7 @@ from .errors import PartoptError, PlanError, RunError
 from .geometry import Box
 from .graph import LayerGraph
 from .plan import Plan, Transfer, cone, evaluate, validate
-from .verify import REL_TOL, _Missing, _slice, assemble_region, run_block
+from .verify import REL_TOL, _Missing, _slice, assemble_region, reference_of, run_block
 
 HEADER = 2                 # float64 header: [time the data was ready (s, wall clock), payload elements]
 FAULTS = ("die", "hang")
@@ -647,7 +648,7 @@ def _worker(args) -> int:
         problems = list(recs[-1].problems)
         if me == plan.sink:
             with torch.no_grad():
-                ref = module(x)
+                ref = reference_of(module, x)      # onnxruntime's output for a model read from ONNX
             out = outs.reshape(ref.shape)
             err_abs = float((out - ref).abs().max())
             err_rel = err_abs / max(float(ref.abs().max()), 1e-30)

@@ -37,7 +37,7 @@ def onnx_files(tmp_path_factory):
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
 def test_exported_zoo_models_plan_and_verify_from_the_file_alone(onnx_files, name):
     module, shape, nm = load_onnx(onnx_files[name])
-    assert shape == (1, 3, 224, 224) and nm == name
+    assert shape == (1, 3, 224, 224) and nm == onnx_files[name]
     x = example_input(shape)
     g = LayerGraph.from_module(module, x)
     cl = preset("hetero3")
@@ -47,10 +47,15 @@ def test_exported_zoo_models_plan_and_verify_from_the_file_alone(onnx_files, nam
         assert v.ok and v.max_rel_err <= 1e-4, (method, v.reason)
 
 
-def test_cli_solves_and_verifies_an_onnx_file(onnx_files, capsys):
-    assert main(["solve", onnx_files["resnet18"], "--method", "best", "--cluster", "pi4x2", "--verify", "--json"]) == 0
+def test_cli_solves_and_verifies_an_onnx_file(onnx_files, capsys, tmp_path):
+    """solve, then verify and run the saved plan: the plan names the file, which they load again."""
+    plan = str(tmp_path / "plan.json")
+    assert main(["solve", onnx_files["resnet18"], "--method", "best", "--cluster", "pi4x2", "--verify", "--json",
+                 "--out", plan]) == 0
     rec = json.loads(capsys.readouterr().out)
-    assert rec["verified"] is True and rec["model"] == "resnet18" and rec["lower_bound_s"] <= rec["latency_s"]
+    assert rec["verified"] is True and rec["model"] == onnx_files["resnet18"] and rec["lower_bound_s"] <= rec["latency_s"]
+    assert main(["verify", plan, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["verified"] is True
 
 
 def test_verify_compares_with_onnxruntime_not_the_converted_module(onnx_files):
@@ -92,3 +97,17 @@ def test_unsupported_onnx_ops_are_refused_with_the_node_and_exit_2(tmp_path, cap
     assert main(["solve", path]) == 2
     assert "CumSum" in capsys.readouterr().err
     assert main(["solve", str(tmp_path / "missing.onnx")]) == 2
+
+
+def test_an_onnx_plan_runs_across_processes_against_onnxruntime(tmp_path):
+    """partopt run loads the file the plan names; the sink compares with onnxruntime's output."""
+    from partopt.methods.baselines import coedge
+    from partopt.runtime import RunOptions, run
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 4, 3, padding=1),
+                        nn.Hardswish(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    path = export(net, (1, 3, 16, 16), tmp_path / "small.onnx")
+    module, shape, name = load_onnx(path)
+    g = LayerGraph.from_module(module, example_input(shape))
+    plan = coedge(g, preset("pi4x2"), model=name).plan
+    res = run(plan, RunOptions(repeat=1, warmup=0, emulate=False, timeout_s=60))
+    assert res.ok and res.max_rel_err <= 1e-4
