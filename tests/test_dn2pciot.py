@@ -169,3 +169,36 @@ def test_model_exports(tmp_path, zoo):
     for solver, ext in (("highs", "lp"), ("cpsat", "pb.txt")):
         path = export_model(dn.model(g, preset("dn2pciot-2"), solver=solver), str(tmp_path / f"dn.{ext}"))
         assert "x_0_1" in open(path).read()
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs", "cpsat"])
+@pytest.mark.parametrize("objective", ["rate", "comm"])
+def test_cover_cuts_keep_the_optimum_where_memory_splits_a_layer(solver, objective):
+    """An FC layer (two vertices) whose weights fit on no single device: the cover cuts are in
+    the model and it still proves brute force's optimum; without the cuts, the same."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 24))
+    x = torch.randn(1, 1, 4, 4)
+    randomize(net, 5)
+    g = LayerGraph.from_module(net, x)
+    ng = dn.neuron_graph(g, "coarse")
+    fc = max(range(ng.n_stages), key=lambda s: sum(ng.key_bytes[k] for k, v in zip(ng.hold_k, ng.hold_v)
+                                                      if dn.Evaluator(ng, iot(1, 10 ** 9)).stage_of[v] == s))
+    fc_bytes = 8 * 24 * 4 + 24 * 4
+    tol = 1e-6 if solver != "cpsat" else 1e-4
+    checked = 0
+    for n, link, het in [(3, "shared", False), (3, "shared", True), (3, "mesh", True)]:
+        cl = iot(n, int(fc_bytes * 0.75), link, het)
+        ev = dn.Evaluator(ng, cl)
+        assert dn.layer_cover(ng, ev, fc) == 2
+        best, key = dn.brute_force(g, cl, objective=objective)
+        if best is None:
+            continue
+        b, _ = dn.build_model(ng, cl, solver, objective)
+        assert any(v.startswith(f"w_{fc}_") for v in getattr(b, "vars", getattr(b, "lp_vars", {})))
+        for cover in (True, False):
+            e = dn.exact(g, cl, solver=solver, objective=objective, time_limit=60, cover=cover)
+            assert e.status == "optimal", (n, link, het, cover)
+            got = (1 / e.report.throughput_per_s) if objective == "rate" else e.report.comm_bytes
+            assert got == pytest.approx(key[0], rel=tol, abs=1e-9)
+        checked += 1
+    assert checked >= 2

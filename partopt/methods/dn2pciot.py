@@ -540,9 +540,71 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
 # ---------------------------------------------------------------------------------------
 # Exact model
 # ---------------------------------------------------------------------------------------
+def layer_cover(ng: NeuronGraph, ev: "Evaluator", s: int) -> int:
+    """The fewest devices that can hold stage ``s``'s parameters: the smallest k whose k largest
+    memories add up to the bytes of the parameter keys the stage's vertices need (each key is
+    held at least once)."""
+    keys = {int(kk) for kk, v in zip(ng.hold_k, ng.hold_v) if ev.stage_of[int(v)] == s}
+    need = int(sum(ng.key_bytes[kk] for kk in keys))
+    total = 0
+    for k, cap in enumerate(sorted((int(c) for c in ev.cap), reverse=True), start=1):
+        total += cap
+        if total >= need:
+            return k
+    return len(ev.cap) + 1          # no assignment fits: the memory rows say so
+
+
+def _cover_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, z: dict, q: dict, readers: list[list[int]],
+                src: int) -> None:
+    """Valid inequalities that survive the LP relaxation (formulations/dn2pciot.tex, "cover
+    cuts"). For a stage whose parameters fit on no fewer than k devices and whose every vertex
+    reads every class the stage reads (FC layers; convs on the coarse grouping): a binary
+    ``w[d]`` >= x[v, d] for the stage's vertices with sum_d cap_d w[d] >= the stage's parameter
+    bytes, and z[k, d] >= w[d] - x[u, d] for each class k it reads (u: k's producer), so that
+    sum_d z[k, d] >= sum_d w[d] - 1 even at a fractional point; and every receiver of a class
+    has a sender: sum_e q[k, e, d] >= z[k, d]."""
+    n, V = ev.n, len(ng.vertices)
+    for s in range(ng.n_stages):
+        verts = [v for v in range(V) if ev.stage_of[v] == s]
+        if layer_cover(ng, ev, s) <= 1:
+            continue
+        ks = sorted({int(k) for k, v in zip(ng.cons_k, ng.cons_v) if ev.stage_of[int(v)] == s})
+        if not ks or any(not set(verts) <= set(readers[k]) for k in ks):
+            continue
+        keys = {int(kk) for kk, v in zip(ng.hold_k, ng.hold_v) if ev.stage_of[int(v)] == s}
+        need = float(sum(ng.key_bytes[kk] for kk in keys))
+        w = {d: b.boolean(f"w_{s}_{d}") for d in range(n)}
+        for d in range(n):
+            for v in verts:
+                b.at_most(Lin.var(x[(v, d)]) + Lin.var(w[d], -1.0), 0)
+        cov = Lin()
+        for d in range(n):
+            cov = cov + Lin.var(w[d], -float(ev.cap[d]))
+        b.at_most(cov, -need)
+        for k in ks:
+            u = int(ng.cls_prod[k])
+            for d in range(n):
+                if (k, d) not in z:
+                    continue        # the input, on the source
+                e = Lin.var(w[d]) + Lin.var(z[(k, d)], -1.0)
+                if u >= 0:
+                    e = e + Lin.var(x[(u, d)], -1.0)
+                b.at_most(e, 0)
+    for (k, d), zv in z.items():
+        u = int(ng.cls_prod[k])
+        if u < 0:
+            continue
+        e = Lin.var(zv)
+        for e_ in range(n):
+            if e_ != d:
+                e = e + Lin.var(q[(k, e_, d)], -1.0)
+        b.at_most(e, 0)
+
+
 def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", objective: str = "rate",
-                symmetry: bool = True):
-    """The exact model (module doc; formulations/dn2pciot.tex). Returns (builder, x names)."""
+                symmetry: bool = True, cover: bool = True):
+    """The exact model (module doc; formulations/dn2pciot.tex). Returns (builder, x names).
+    ``cover``: add the cover cuts (:func:`_cover_cuts`; valid for every assignment)."""
     _check(objective)
     ev = Evaluator(ng, cluster)
     n, V, S, src = ev.n, len(ng.vertices), ng.n_stages, 0
@@ -587,6 +649,8 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
             qv = b.boolean(f"q_{k}_{e_}_{d}")
             b.at_most(Lin.var(zv) + Lin.var(x[(u, e_)]) + Lin.var(qv, -1.0), 1)
             q[(k, e_, d)] = qv
+    if cover:
+        _cover_cuts(b, ng, ev, x, z, q, readers, src)
     last = [int(v) for v in ev.last]
     # messages per (phase, sender, receiver)
     m = {}
@@ -601,6 +665,15 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
         m[(S, e_, src)] = b.boolean(f"m_{S}_{e_}_{src}")
         for v in last:
             b.at_most(Lin.var(x[(v, e_)]) + Lin.var(m[(S, e_, src)], -1.0), 0)
+
+    if cover:       # a device that lacks a class it needs receives it in one message at least
+        for (k, d), zv in z.items():
+            if int(ng.cls_prod[k]) >= 0:
+                e = Lin.var(zv)
+                for e_ in range(n):
+                    if e_ != d:
+                        e = e + Lin.var(m[(int(ng.cls_stage[k]), e_, d)], -1.0)
+                b.at_most(e, 0)
 
     def link_expr(e_, d) -> Lin:
         """Seconds link e_->d is busy per inference."""
@@ -710,9 +783,10 @@ def model(graph: LayerGraph, cluster: Cluster, *, solver: str = "highs", groupin
 
 def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
           solver: str = "highs", time_limit: Optional[float] = 60.0, threads: Optional[int] = None,
-          grouping="coarse", objective: str = "rate", symmetry: bool = True) -> Solution:
+          grouping="coarse", objective: str = "rate", symmetry: bool = True, cover: bool = True) -> Solution:
     """The optimal assignment (module doc) on ``solver``; ``feasible`` with the proven bound at
-    the time limit; ``infeasible`` when no assignment fits memory."""
+    the time limit; ``infeasible`` when no assignment fits memory. ``cover``: the cover cuts
+    (:func:`build_model`)."""
     _check(objective, cluster, source)
     t0 = time.perf_counter()
     ng = neuron_graph(graph, grouping)
@@ -720,7 +794,7 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
     n = len(cluster.devices)
     h = heuristic(graph, cluster, model=model, grouping=grouping, objective=objective)
     hx = np.asarray(h.plan.meta["assignment"], dtype=np.int64)
-    b, x = build_model(ng, cluster, solver, objective, symmetry)
+    b, x = build_model(ng, cluster, solver, objective, symmetry, cover)
     if h.feasible:   # CP-SAT starts from it (a hint that breaks symmetry order is repaired)
         for v in range(len(ng.vertices)):
             for d in range(n):
