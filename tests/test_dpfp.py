@@ -324,3 +324,22 @@ def test_block_tables_in_one_walk_equal_per_block_tables_and_stage_span(zoo, nam
                 st = dpfp.block_stage(p, i, j)
                 true = stage_span(g, cl, route_stage(g, st, {p.inputs[i]: gathered(g, p.inputs[i], p.master)}), p.master)
                 assert p.cost[(i, j)] == pytest.approx(true, rel=1e-12, abs=0)
+
+
+def test_on_a_shared_medium_another_row_order_can_be_faster_than_the_dp_family():
+    """The limit the README states: on a shared medium the row DP's family is the source's rows
+    first and the others in the cluster's order. With three identical devices the source in the
+    middle is faster (its neighbours' segments are at the map's edges and need a halo on one
+    side only), so "alike devices lose no order" does not hold; the DP is still the optimum of
+    its family (the CP-SAT twin in the same order agrees)."""
+    from partopt.methods import rfs_rows
+    net = randomize(nn.Sequential(nn.Conv2d(3, 2, 5, padding=1), nn.ReLU(), nn.Conv2d(2, 5, 5, padding=1), nn.ReLU()), 0)
+    x = torch.randn(1, 3, 15, 8)
+    g = LayerGraph.from_module(net, x)
+    ops = [o.name for o in g.ops]
+    cl = homogeneous(3, flops_per_s=1e6, bandwidth_bytes_per_s=2e5, latency_s=1e-4, link="shared")
+    dp = rfs_rows.dp_rows(g, cl, ops, g.input_name, "pi0")
+    same = rfs_rows.best_rows(g, cl, ops, g.input_name, "pi0", solver="cpsat", order=["pi0", "pi1", "pi2"])
+    middle = rfs_rows.best_rows(g, cl, ops, g.input_name, "pi0", solver="cpsat", order=["pi1", "pi0", "pi2"])
+    assert dp.objective == pytest.approx(same.objective, rel=1e-9)
+    assert middle.objective < dp.objective * 0.97

@@ -7,8 +7,10 @@ devices, boundaries ``0 = B_0 <= B_1 <= ... <= B_D = H``, the k-th device gets r
 :func:`partopt.plan.stage_span` prices it: on a ``mesh`` over every order of the devices, on a
 ``shared`` medium with the source's rows first and the others in the cluster's order (there the
 messages are served in the cluster's order whatever rows a device holds, see
-:mod:`partopt.plan`; on clusters whose non-source devices are alike, as every shared preset,
-no order is lost).
+:mod:`partopt.plan`). That family can miss the best order even on identical devices: with the
+source's rows in the middle its neighbours hold the map's edges and send smaller halos
+(tests/test_dpfp.py has a 3.4 % case), so on a shared medium the result is optimal over the
+family only.
 
 Why the model is small: mapping rows backward through conv/pool windows (and taking the hull
 over an op's consumers) sends a segment's *first* row to each op's first row and its *end* to
