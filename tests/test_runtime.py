@@ -63,6 +63,18 @@ def test_every_cnn_method_runs_across_processes(method):
     check(run(plan, FAST), plan)
 
 
+@pytest.mark.parametrize("model,method", [("mobilenet_v3_small", "dpfp"), ("shufflenet_v2", "coedge"),
+                                          ("yolov5n", "nptp"), ("unet", "iop")])
+def test_edge_models_run_across_processes(model, method):
+    """The edge ops (squeeze-excite gates, channel split and shuffle, upsampling + concat,
+    transposed convs) run in the multi-process runtime as verify executes them."""
+    shapes = {"yolov5n": (1, 3, 128, 128), "unet": (1, 3, 64, 64)}
+    g = graph_of(model, shapes.get(model, (1, 3, 96, 96)))
+    cl = homogeneous(3, bandwidth_bytes_per_s=12.5e6, latency_s=1e-3, link="mesh")
+    plan = METHODS[method].heuristic(g, cl, model=model).plan
+    check(run(plan, FAST), plan)
+
+
 @pytest.mark.parametrize("method", ["dn2pciot", "dn2pciot-metis"])
 def test_dn2pciot_plans_run_across_processes(method):
     g = graph_of("lenet5")
