@@ -205,23 +205,33 @@ BASELINE_FIELDS = ["model", "devices", "baseline", "outside", "baseline_s", "bas
                    "all_pairs_memory_gain_pct", "verified"]
 
 
+def paper_like(n: int, memory_bytes: int):
+    """``n`` devices of the iop-paper kind (its speed, link and latency) with ``memory_bytes`` each."""
+    base = preset("iop-paper")
+    return homogeneous(n, flops_per_s=base.devices[0].flops_per_s, memory_bytes=memory_bytes,
+                       bandwidth_bytes_per_s=base.bw(base.devices[0].name, base.devices[1].name),
+                       latency_s=base.latency_s, link=base.link, name=f"iop{n}")
+
+
+def cases(models):
+    """(name, module, input, graph) of each zoo model."""
+    for name in models:
+        net, shape, _ = load_model(name)
+        x = example_input(shape)
+        yield name, net, x, LayerGraph.from_module(net, x)
+
+
 def part_baselines(models, out_csv, devices=(2, 3, 4, 8)):
     """IOP against coedge-concat (channels outside the pairs) and coedge (rows), module doc."""
     from partopt.methods.baselines import coedge_concat
     from partopt.verify import verify
-    base = preset("iop-paper")
-    bw0 = base.bw(base.devices[0].name, base.devices[1].name)
     os.makedirs(os.path.dirname(out_csv), exist_ok=True)
     with open(out_csv, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=BASELINE_FIELDS)
         w.writeheader()
-        for name in models:
-            net, shape, _ = load_model(name)
-            x = example_input(shape)
-            g = LayerGraph.from_module(net, x)
+        for name, net, x, g in cases(models):
             for n in devices:
-                cl = homogeneous(n, flops_per_s=base.devices[0].flops_per_s, memory_bytes=base.devices[0].memory_bytes,
-                                 bandwidth_bytes_per_s=bw0, latency_s=base.latency_s, link=base.link, name=f"iop{n}")
+                cl = paper_like(n, preset("iop-paper").devices[0].memory_bytes)
                 for label, fn, outside in (("coedge-concat", coedge_concat, "channels"), ("coedge", coedge, "rows")):
                     b = fn(g, cl, model=name)
                     h = iop.heuristic(g, cl, model=name, outside=outside)
@@ -266,19 +276,12 @@ def smallest_fit(fits, hi: float, rel: float = 0.005) -> float:
 def part_memory(models, out_csv, devices=(2, 3, 4, 8)):
     """IOP's peak memory against devices and the memory cap (module doc)."""
     from partopt.verify import verify
-    base = preset("iop-paper")
-    bw0 = base.bw(base.devices[0].name, base.devices[1].name)
     with open(out_csv, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=MEMORY_FIELDS)
         w.writeheader()
-        for name in models:
-            net, shape, _ = load_model(name)
-            x = example_input(shape)
-            g = LayerGraph.from_module(net, x)
+        for name, net, x, g in cases(models):
             for n in devices:
-                roomy = homogeneous(n, flops_per_s=base.devices[0].flops_per_s, memory_bytes=64 * 2 ** 30,
-                                    bandwidth_bytes_per_s=bw0, latency_s=base.latency_s, link=base.link,
-                                    name=f"iop{n}")
+                roomy = paper_like(n, 64 * 2 ** 30)
                 c = coedge(g, roomy, model=name).report
                 a = evaluate(all_pairs_plan(g, roomy, name), g, roomy)
                 hi = max(c.max_peak_memory_bytes, a.max_peak_memory_bytes)

@@ -1,7 +1,6 @@
 """Edge-CNN ops (issue 17): squeeze-excite gates, channel split and shuffle, upsampling,
 transposed convs, zero padding, functional pools, mean over H and W. Random shapes, random
 splits, split execution against the unsplit layers; parser errors; the lower bound."""
-import random
 
 import pytest
 import torch
@@ -21,7 +20,7 @@ from partopt.plan import Stage, build_plan
 from partopt.verify import verify
 from partopt.zoo import randomize
 
-from test_split_execution import CL, DEVS, random_tasks
+from test_split_execution import CL, DEVS, check_fused_split, random_tasks
 
 
 class Gate(nn.Module):
@@ -119,13 +118,7 @@ def new_case(draw):
 def test_new_ops_fused_split_equals_unsplit(cs):
     """The whole stack as one fused block, its output cut into random boxes on random devices."""
     assume(cs is not None)
-    net, x, rnd, data = cs
-    g = LayerGraph.from_module(net, x)
-    tasks = random_tasks(data, g.op[g.output].out_chw, rnd)
-    plan = build_plan(g, CL, [Stage([o.name for o in g.ops], tasks)], model="t", method="test",
-                      source=rnd.choice(DEVS), sink=rnd.choice(DEVS))
-    v = verify(plan, net, x, g, CL)
-    assert v.ok, v.reason
+    check_fused_split(cs)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))

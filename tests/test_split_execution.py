@@ -73,11 +73,9 @@ def random_tasks(data, shape, rnd: random.Random):
     return [Task(rnd.choice(DEVS), Box(a, b, e, f, i, j)) for a, b in cs for e, f in hs for i, j in ws]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(case())
-def test_fused_block_split_equals_unsplit(cs):
-    """The whole stack as one fused block, its output cut into random boxes on random devices."""
-    assume(cs is not None)
+def check_fused_split(cs) -> LayerGraph:
+    """The stack of case ``cs`` as one fused block, its output cut into random boxes on random
+    devices, executed and compared with the unsplit stack; returns its graph."""
     net, x, rnd, data = cs
     g = LayerGraph.from_module(net, x)
     tasks = random_tasks(data, g.op[g.output].out_chw, rnd)
@@ -86,6 +84,15 @@ def test_fused_block_split_equals_unsplit(cs):
     v = verify(plan, net, x, g, CL)
     assert v.ok, v.reason
     assert v.bytes_moved == plan.comm_bytes == evaluate(plan, g, CL).comm_bytes
+    return g
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case())
+def test_fused_block_split_equals_unsplit(cs):
+    """The whole stack as one fused block, its output cut into random boxes on random devices."""
+    assume(cs is not None)
+    check_fused_split(cs)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
