@@ -60,6 +60,18 @@ def test_candidates_skipped_by_the_bound_could_not_have_won(zoo, name, cl):
     assert checked >= b.plan.meta["skipped_by_bound"]
 
 
+@pytest.mark.parametrize("cl", ["pi4x4", "hetero3"])
+def test_layers_variants_left_out_of_the_memory_free_dp_change_nothing(zoo, cl):
+    """Without memory, a `layers` variant whose messages alone take at least the fastest variant
+    of its units priced so far is left out: the DP's optimum is the one over every variant."""
+    net, x, g = zoo("alexnet")
+    c = preset(cl)
+    lean = best.segments(g, c, memory=False)
+    every = best.segments(g, c, memory=True)      # memory rows need every variant: none left out
+    assert lean.pruned > 0 and every.pruned == 0
+    assert best.dp(lean)[0] == pytest.approx(best.dp(every)[0], rel=1e-12)
+
+
 def test_subsets_beat_the_whole_cluster_where_messages_are_dear(zoo):
     """AlexNet on four Pis sharing a 2 ms radio: the best plan leaves devices idle."""
     net, x, g = zoo("alexnet")
@@ -279,7 +291,15 @@ def _check_fast_segments(g, clusters):
     for c in clusters:
         fast = best.segments(g, c, memory=False)
         slow = best.segments(g, c)
-        assert [(v.i, v.j, v.style, v.devices) for v in fast.variants] == \
-            [(v.i, v.j, v.style, v.devices) for v in slow.variants]
-        for a, b in zip(fast.variants, slow.variants):
-            assert a.seconds == pytest.approx(b.seconds, rel=1e-12, abs=0)
+        key = lambda v: (v.i, v.j, v.style, v.devices)     # noqa: E731
+        every = {key(v): v for v in slow.variants}
+        assert len(fast.variants) + fast.pruned == len(slow.variants)
+        for a in fast.variants:
+            assert a.seconds == pytest.approx(every[key(a)].seconds, rel=1e-12, abs=0)
+        kept = {key(a) for a in fast.variants}
+        fastest = {}
+        for a in fast.variants:
+            fastest[(a.i, a.j)] = min(fastest.get((a.i, a.j), float("inf")), a.seconds)
+        for k, b in every.items():      # every variant left out is no faster than one kept
+            if k not in kept:
+                assert b.style == "layers" and b.seconds >= fastest[(b.i, b.j)] * (1 - 1e-12)

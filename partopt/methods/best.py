@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -138,6 +139,7 @@ class Segments:
     inputs: list[str]
     variants: list[Variant]
     rows_proven: bool = True        # every ``rows`` variant's integer rows proven optimal
+    pruned: int = 0                 # memory-free only: ``layers`` variants left out, never the fastest of their units
     lower: Optional[dict[int, float]] = None    # variant index -> proven lower bound (s), where not proven
 
     @property
@@ -174,6 +176,8 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     tables = {} if memory else all_block_tables(graph, units[:n_spatial], inputs[:n_spatial], longest)
     layer_runs: dict = {}       # (i, subset) -> {j: seconds} of the layers variants (memory-free only)
     splits: dict = {}           # (op, subset) -> its tasks by speed over the subset
+    cheapest: dict = defaultdict(lambda: float("inf"))     # (i, j) -> the fastest variant priced so far (s)
+    pruned = 0
     out: list[Variant] = []
     for i in range(len(units)):
         for j in range(i + 1, min(len(units), i + longest) + 1):
@@ -200,6 +204,9 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
                     st[-1].gather_to = master
                     options.append(("layers", st))
                 for style, stages in options:
+                    if style == "layers" and not memory and _messages_bound(cluster, master, stages) >= cheapest[(i, j)]:
+                        pruned += 1     # never the fastest variant of i..j-1: the memory-free DP needs only that
+                        continue
                     row_segs = row_segments(graph, tables.get((i, j)), stages[0]) if len(stages) == 1 else None
                     if row_segs is not None:
                         seconds, weights, act = table_span(tables[(i, j)], cluster, master, row_segs), {}, {}
@@ -211,12 +218,27 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
                     else:
                         seconds, weights, act = segment_path.price(graph, cluster, master, inputs[i], stages, memory)
                     out.append(Variant(i, j, style, tuple(devs), stages, seconds, weights, act))
-    seg = Segments(graph, cluster, master, units, inputs, out)
+                    cheapest[(i, j)] = min(cheapest[(i, j)], seconds)
+    seg = Segments(graph, cluster, master, units, inputs, out, pruned=pruned)
     if rows == "optimal":
         _add_row_variants(seg, row_solver, block_time_limit)
     elif rows != "speed":
         raise PartoptError(f"rows must be 'speed' or 'optimal', not {rows!r}")
     return seg
+
+
+def _messages_bound(cluster: Cluster, master: str, stages: list[Stage]) -> float:
+    """Seconds no run of ``stages`` (a ``layers`` variant: its input whole at ``master``, its
+    output gathered there) can beat for its messages alone: every other device with a task in
+    the first stage receives a message first, and every one with a task in the last stage
+    sends one back. On a shared medium messages go one at a time, each at least ``latency_s``;
+    on a mesh a worker's message in and the messages that carry its results back follow one
+    another."""
+    first = {t.device for t in stages[0].tasks} - {master}
+    last = {t.device for t in stages[-1].tasks} - {master}
+    if cluster.link == "shared":
+        return (len(first) + len(last)) * cluster.latency_s
+    return 2 * cluster.latency_s if first else 0.0
 
 
 def _layers_seconds(graph: LayerGraph, cluster: Cluster, master: str, units: list[list[str]], tensor: str,
