@@ -39,7 +39,9 @@ Candidates are tried in the order above, the segment plans before the subsets; o
 unbuilt when a fitting plan already found is no slower than :func:`partopt.bounds.lower_bound`
 over the candidate's devices (the whole cluster, or the subset), since no plan on those devices
 can beat it (``plan.meta["skipped_by_bound"]`` counts them). LeNet-5 on a radio stops after
-``single``, which meets the bound.
+``single``, which meets the bound. Likewise the memory-free segment DP leaves out a ``layers``
+variant whose messages alone (:func:`_messages_bound`) take at least the fastest variant of
+the same units priced so far (``Segments.pruned``); the exact model keeps every variant.
 
 The union ``best --exact`` is optimal over: the segment plans of item 3, and every plan of
 items 1 and 2. It does not contain: IOP pairs or NPTP/FTP tiles *inside* a segment plan
