@@ -814,8 +814,15 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
     # the better of the solver's incumbent and the heuristic's plan (both priced by evaluate)
     best = min(cands, key=lambda a: (not ev.costs(a).valid,) + ev.costs(a).key(objective))
     status = "optimal" if r.status == "optimal" else "feasible"
+    reason = ""
+    if status == "optimal" and len(cands) == 2 and ev.costs(cands[0]).valid and \
+            ev.costs(cands[0]).key(objective)[0] < ev.costs(cands[1]).key(objective)[0] * (1 - 1e-9):
+        # the heuristic's assignment beats the solver's "optimal" one: the proof is wrong (numerics)
+        status, reason = "feasible", "the solver reported optimal but the heuristic's assignment is better; not proven"
     sol = _result(ng, cluster, best, "dn2pciot", objective, t0, model, status=status, mode="exact", solver=solver,
-                  bound=r.bound)
+                  bound=None if reason else r.bound)
+    if reason:
+        sol.reason = reason
     if sol.feasible and r.bound is not None and sol.objective:
         sol.gap = max(0.0, (sol.objective - r.bound) / sol.objective)
     if sol.plan is not None:
