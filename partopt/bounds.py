@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .cluster import Cluster
-from .cost import region_flops
+from .cost import deconv_flops, region_flops
 from .geometry import Box, bilinear_source_1d, deconv_taps_1d
 from .graph import LayerGraph, Op
 from .plan import FLOAT_BYTES
@@ -128,12 +128,7 @@ def necessary_flops(graph: LayerGraph) -> int:
         if op.kind == "adaptive_avgpool":   # a position's cost depends on its window
             total += sum(region_flops(op, Box(0, c, r, r + 1, q, q + 1)) for r in rows for q in cols)
         elif op.kind == "deconv":           # ... on its taps, a row's times a column's
-            _, ih, iw = op.in_chw
-            th = sum(len(deconv_taps_1d(r, op.kernel[0], op.stride[0], op.padding[0], op.dilation[0], ih))
-                     for r in rows)
-            tw = sum(len(deconv_taps_1d(q, op.kernel[1], op.stride[1], op.padding[1], op.dilation[1], iw))
-                     for q in cols)
-            total += 2 * op.in_chw[0] * th * tw * c * op.batch
+            total += deconv_flops(op, rows, cols, c)
         else:
             total += region_flops(op, Box(0, c, 0, 1, 0, 1)) * len(rows) * len(cols)
     return total

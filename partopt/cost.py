@@ -69,13 +69,17 @@ def region_flops(op: "Op", box: Box, in_channels: Optional[tuple[int, int]] = No
     if k == "upsample":
         return 7 * v * n if op.mode == "bilinear" else 0
     if k == "deconv":
-        _, ih, iw = op.in_chw
-        rows = sum(len(deconv_taps_1d(i, op.kernel[0], op.stride[0], op.padding[0], op.dilation[0], ih))
-                   for i in range(box.h0, box.h1))
-        cols = sum(len(deconv_taps_1d(j, op.kernel[1], op.stride[1], op.padding[1], op.dilation[1], iw))
-                   for j in range(box.w0, box.w1))
-        return 2 * op.in_chw[0] * rows * cols * (box.c1 - box.c0) * n
+        return deconv_flops(op, range(box.h0, box.h1), range(box.w0, box.w1), box.c1 - box.c0)
     return 0  # flatten, dropout, concat, slice, shuffle, pad move no arithmetic
+
+
+def deconv_flops(op: "Op", rows: Iterable[int], cols: Iterable[int], channels: int) -> int:
+    """FLOPs of a transposed conv's output ``rows`` x ``cols`` (any sets of indices) over
+    ``channels`` output channels: 2 x input channels per tap that lands there (whole batch)."""
+    _, ih, iw = op.in_chw
+    th = sum(len(deconv_taps_1d(i, op.kernel[0], op.stride[0], op.padding[0], op.dilation[0], ih)) for i in rows)
+    tw = sum(len(deconv_taps_1d(j, op.kernel[1], op.stride[1], op.padding[1], op.dilation[1], iw)) for j in cols)
+    return 2 * op.in_chw[0] * th * tw * channels * op.batch
 
 
 def weight_bytes(op: "Op", rects: Iterable[tuple[int, int, int, int]]) -> int:

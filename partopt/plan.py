@@ -323,17 +323,13 @@ def route_stage(graph: LayerGraph, s: Stage, holdings: dict[str, Holding]) -> St
                tuple((t, tuple(holdings[t].pieces), holdings[t].partial) for t in reads))
         cache = graph.__dict__.setdefault("_route_cache", {})
         if key not in cache:
-            routed = _route_stage(graph, s, {t: holdings[t] for t in reads})
-            cache[key] = (routed.transfers, routed.gather, _holding_after(graph, s))
+            read = {t: holdings[t] for t in reads}
+            routed = _route_stage(graph, s, read)     # adds the output's holding to ``read``
+            cache[key] = (routed.transfers, routed.gather, read[s.output])
         transfers, gather, h = cache[key]
         holdings[s.output] = h
         return Stage(list(s.ops), list(s.tasks), list(transfers), s.gather_to, list(gather))
     return _route_stage(graph, s, holdings)     # raises: it reads a tensor nobody holds
-
-
-def _holding_after(graph: LayerGraph, s: Stage) -> Holding:
-    """Who holds the stage's output after it ran (and after its gather, if any)."""
-    return gathered(graph, s.output, s.gather_to) if s.gather_to else stage_holding(s)
 
 
 def _route_stage(graph: LayerGraph, s: Stage, holdings: dict[str, Holding]) -> Stage:

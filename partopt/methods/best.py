@@ -62,6 +62,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -425,13 +426,7 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
     """The fastest plan that fits memory over every candidate (module doc); ``infeasible`` with
     the smallest shortfall when none fits."""
     t0 = time.perf_counter()
-    cache: dict = {}
-
-    def seg():      # the DP ignores memory
-        if "seg" not in cache:
-            cache["seg"] = _segments_or_none(graph, cluster, source, memory=False)
-        return cache["seg"]
-
+    seg = functools.cache(lambda: _segments_or_none(graph, cluster, source, memory=False))  # the DP ignores memory
     origin, plan, rep, n, skipped = _pick(graph, cluster, _candidates(graph, cluster, model, source, seg), source)
     plan = _relabel(plan, origin, n, {"skipped_by_bound": skipped})
     if not rep.memory_ok:
