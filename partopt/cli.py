@@ -484,8 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "dask-jobqueue); rows are still written here")
     b.set_defaults(fn=cmd_bench)
 
-    rp = sub.add_parser("report", help="tables (Markdown, LaTeX) and figures from a bench CSV")
-    rp.add_argument("results", help="CSV written by `partopt bench`, or a regime CSV (bench_nptp.py --part regime)")
+    rp = sub.add_parser("report", help="tables (Markdown, LaTeX) and figures from a bench CSV, a regime CSV "
+                                       "(bench_nptp.py --part regime) or an IOP memory CSV (bench_iop.py --part memory)")
+    rp.add_argument("results", help="CSV written by `partopt bench`, bench_nptp.py --part regime or bench_iop.py --part memory")
     rp.add_argument("--out", help="folder for the tables and figures (default: RESULTS_report/)")
     rp.add_argument("--quiet", action="store_true", help="do not print the summary table")
     rp.set_defaults(fn=cmd_report)
