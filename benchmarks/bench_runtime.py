@@ -1,8 +1,10 @@
 """Every method's plan run for real across processes (`partopt.runtime.run`), beside the cost model.
 
 For each model (VGG-16, ResNet-18; LeNet-5 for the DN2PCIoT family, which plans small chain
-CNNs only) the machine is first calibrated (`partopt.calibrate.calibrate` on that model: one
-speed for every device), then every method plans on the calibrated clusters below, and each
+CNNs only) the machine is first calibrated (`partopt.calibrate.calibrate` on that model: a rate
+per op kind, fitted by least squares over the timed ops, and the per-task overhead probed with a
+run across processes; `--one-speed`: one FLOP/s and no overhead, the cost model before rates per
+kind), then every method plans on the calibrated clusters below, and each
 plan runs with one process per device (gloo, network emulated, 1 warm-up + 3 timed runs, the
 median reported). Per run: output error against the unsplit model, bytes moved against
 planned, measured and predicted latency and their ratio, and per rank the measured and
@@ -27,13 +29,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import statistics
 import sys
 import time
 
 from partopt.calibrate import calibrate
-from partopt.cluster import homogeneous
+from partopt.cluster import Device, homogeneous
 from partopt.graph import LayerGraph
 from partopt.methods import METHODS, iop
 from partopt.runtime import RunOptions, run
@@ -147,6 +150,9 @@ def main() -> int:
     ap.add_argument("--out", default=os.path.join(HERE, "results", "runtime"))
     ap.add_argument("--append", action="store_true", help="keep the CSV's rows and add the missing ones")
     ap.add_argument("--summarise", metavar="CSV", help="only rewrite the summary from an earlier CSV")
+    ap.add_argument("--one-speed", action="store_true",
+                    help="the earlier cost model: one calibrated FLOP/s per device, no per-task overhead "
+                         "(results/runtime_one_speed.csv was written so)")
     args = ap.parse_args()
     if args.summarise:
         with open(args.summarise) as f:
@@ -165,15 +171,25 @@ def main() -> int:
         for model in args.models.split(","):
             cals = {}
             for conc in sorted({CLUSTERS[c].get("concurrent", 1) for c in args.clusters.split(",")}):
-                cals[conc] = calibrate([model], "pi4x2", repeats=3, concurrent=conc).flops_per_s
-                print(f"{model}: calibrated {cals[conc] / 1e9:.1f} GFLOP/s ({conc} at once)", flush=True)
+                # the overhead probe runs with as many ranks as processes time at once (at least 2)
+                cals[conc] = calibrate([model], homogeneous(max(2, conc)), repeats=3, concurrent=conc,
+                                       overhead=not args.one_speed)
+                c = cals[conc]
+                print(f"{model}: calibrated {c.flops_per_s / 1e9:.1f} GFLOP/s ({conc} at once); "
+                      + ("one speed" if args.one_speed else
+                         ", ".join(f"{k} {v / 1e9:.2f}" for k, v in sorted(c.rates.items()))
+                         + f" GFLOP/s, residual {100 * c.residual:.0f} %, task overhead {1e3 * c.task_overhead_s:.2f} ms"),
+                      flush=True)
             net, shape, _ = load_model(model)
             graph = LayerGraph.from_module(net, example_input(shape))
             methods = args.methods.split(",") if args.methods else (CHAIN_METHODS if model == "lenet5" else CNN_METHODS)
             for cname in args.clusters.split(","):
                 spec = dict(CLUSTERS[cname])
-                speed = cals[spec.pop("concurrent", 1)]
-                cluster = homogeneous(spec.pop("n"), flops_per_s=speed, name=cname, **spec)
+                cal = cals[spec.pop("concurrent", 1)]
+                cluster = homogeneous(spec.pop("n"), flops_per_s=cal.flops_per_s, name=cname, **spec)
+                if not args.one_speed:       # the fitted rates per kind and the per-task overhead
+                    cluster = dataclasses.replace(cluster, task_overhead_s=cal.task_overhead_s, devices=tuple(
+                        Device(d.name, d.flops_per_s, d.memory_bytes, cal.rates) for d in cluster.devices))
                 for method in methods:
                     if (model, cname, method) in done:
                         continue

@@ -15,10 +15,11 @@ Two facts hold for any plan on any cluster, whatever its stages, tasks and trans
    message is served at a time, so the k-th device to receive anything gets it no earlier than
    k messages after the start, and the bound gives the earliest slots to the fastest devices.
 
-With ``a_d`` the earliest start of device d and ``f_d`` its FLOP/s, a plan of latency T
-computes at most ``sum_d f_d * max(0, T - a_d)`` FLOPs, so T is at least the smallest T at
-which that reaches the necessary work (:func:`lower_bound`). Without communication this is
-total FLOPs / total FLOP/s.
+With ``a_d`` the earliest start of device d, ``o`` the cluster's per-task overhead and ``f_d``
+its FLOP/s, a plan of latency T computes at most ``sum_d f_d * max(0, T - a_d - o)`` FLOPs, so
+T is at least the smallest T at which that reaches the necessary work (:func:`lower_bound`).
+Without communication this is total FLOPs / total FLOP/s. Where devices have rates per op kind,
+the same statement is a small LP over how much of each kind's necessary work each device does.
 
 What it misses (why a ratio above ~2 is common): the halo and activation bytes a split must
 move (only one element per device is charged), the output's trip to the sink, memory (a device
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .cluster import Cluster
-from .cost import deconv_flops, region_flops
+from .cost import deconv_flops, rate_kind, region_flops
 from .geometry import Box, bilinear_source_1d, deconv_taps_1d
 from .graph import LayerGraph, Op
 from .plan import FLOAT_BYTES
@@ -121,17 +122,25 @@ def needed_channels(graph: LayerGraph, name: str) -> int:
 def necessary_flops(graph: LayerGraph) -> int:
     """FLOPs every plan must spend: :func:`partopt.cost.region_flops` of the needed elements
     (every needed channel; a channel's cost is the same for each channel of an op)."""
-    total = 0
+    return sum(necessary_flops_by_kind(graph).values())
+
+
+def necessary_flops_by_kind(graph: LayerGraph) -> dict[str, int]:
+    """:func:`necessary_flops` per rate kind (:func:`partopt.cost.rate_kind`)."""
+    out: dict[str, int] = {}
     for name, (rows, cols) in necessary_elements(graph).items():
         op = graph.op[name]
         c = needed_channels(graph, name)
         if op.kind == "adaptive_avgpool":   # a position's cost depends on its window
-            total += sum(region_flops(op, Box(0, c, r, r + 1, q, q + 1)) for r in rows for q in cols)
+            f = sum(region_flops(op, Box(0, c, r, r + 1, q, q + 1)) for r in rows for q in cols)
         elif op.kind == "deconv":           # ... on its taps, a row's times a column's
-            total += deconv_flops(op, rows, cols, c)
+            f = deconv_flops(op, rows, cols, c)
         else:
-            total += region_flops(op, Box(0, c, 0, 1, 0, 1)) * len(rows) * len(cols)
-    return total
+            f = region_flops(op, Box(0, c, 0, 1, 0, 1)) * len(rows) * len(cols)
+        if f:
+            k = rate_kind(op)
+            out[k] = out.get(k, 0) + f
+    return out
 
 
 def earliest_arrivals(graph: LayerGraph, cluster: Cluster, source: str) -> dict[str, float]:
@@ -166,32 +175,87 @@ class LowerBound:
 
     seconds: float
     necessary_flops: int
-    zero_comm_s: float              # necessary FLOPs / total FLOP/s
+    zero_comm_s: float              # necessary FLOPs / total FLOP/s (per kind: the LP below, all starts 0)
     starts_s: dict[str, float]
 
 
 def lower_bound(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
-                work: Optional[int] = None) -> LowerBound:
-    """The smallest T with sum_d f_d * max(0, T - a_d) >= necessary FLOPs (module doc), seconds.
-    ``work``: :func:`necessary_flops` of ``graph`` when the caller already has it (bounds on
-    several sub-clusters of one model). On ``cluster.subset(names)`` it bounds every plan whose
-    tasks run on those devices only (messages go directly between the devices that hold and
-    need data, so the other devices neither compute nor relay)."""
+                work: Optional[dict[str, int]] = None) -> LowerBound:
+    """The smallest T at which the devices, each from its earliest start ``a_d`` plus one task
+    overhead, can compute the necessary FLOPs (module doc), seconds. With one rate per device:
+    the smallest T with sum_d f_d * max(0, T - a_d - overhead) >= necessary FLOPs. With rates
+    per kind (``flops_per_s_by_kind``): a small LP (:func:`_kinds_lp`), work of each kind split
+    fractionally over the devices. ``work``: :func:`necessary_flops_by_kind` of ``graph`` when
+    the caller already has it (bounds on several sub-clusters of one model). On
+    ``cluster.subset(names)`` it bounds every plan whose tasks run on those devices only
+    (messages go directly between the devices that hold and need data, so the other devices
+    neither compute nor relay)."""
     source = source or cluster.devices[0].name
     cluster.device(source)
-    work = necessary_flops(graph) if work is None else work
+    work = necessary_flops_by_kind(graph) if work is None else work
+    total = sum(work.values())
     starts = earliest_arrivals(graph, cluster, source)
+    # a device that computes anything runs at least one task: it is busy for the task overhead
+    # besides its FLOPs, so its FLOPs fit in [a_d + overhead, T]
+    ready = {d: a + cluster.task_overhead_s for d, a in starts.items()}
+    if any(d.flops_per_s_by_kind for d in cluster.devices):
+        if cluster.link == "shared" and len(starts) > 1:
+            # which device is fastest depends on the kind, so the slots are not ordered by
+            # speed: every other device may have the first slot (weaker, still valid)
+            first = min(a for d, a in starts.items() if d != source)
+            ready = {d: (0.0 if d == source else first) + cluster.task_overhead_s for d in starts}
+        zero = _kinds_lp(cluster, work, {d: 0.0 for d in starts})
+        t = _kinds_lp(cluster, work, ready)
+        return LowerBound(max(t, zero), total, zero, starts)
     speed = {d.name: d.flops_per_s for d in cluster.devices}
-    zero = work / sum(speed.values())
+    zero = total / sum(speed.values())
     # piecewise linear in T: add devices in order of start time until the work fits
-    order = sorted(speed, key=lambda d: starts[d])
+    order = sorted(speed, key=lambda d: ready[d])
     rate, done_at, t = 0.0, 0.0, 0.0
     for i, d in enumerate(order):
         rate += speed[d]
-        t_next = starts[order[i + 1]] if i + 1 < len(order) else float("inf")
-        # work done by T with the devices so far: done_at + rate * (T - starts[d])
-        t = starts[d] + (work - done_at) / rate
+        t_next = ready[order[i + 1]] if i + 1 < len(order) else float("inf")
+        # work done by T with the devices so far: done_at + rate * (T - ready[d])
+        t = ready[d] + (total - done_at) / rate
         if t <= t_next:
             break
-        done_at += rate * (t_next - starts[d])
-    return LowerBound(max(t, zero), work, zero, starts)
+        done_at += rate * (t_next - ready[d])
+    return LowerBound(max(t, zero), total, zero, starts)
+
+
+LP_SAFETY_REL = 1e-6     # the LP's optimum is shaved by this much: a bound must never exceed the truth
+
+
+def _kinds_lp(cluster: Cluster, work: dict[str, int], ready: dict[str, float]) -> float:
+    """Least T (s) such that the work of every kind, split fractionally over the devices, fits:
+    device d spends y[d, k] seconds on kind k (computing rate_dk * y[d, k] FLOPs of it) with
+    sum_k y[d, k] <= T - ready[d]; a device whose ``ready`` is after T computes nothing. One LP
+    (HiGHS) per prefix of the devices in order of ``ready``; the least value is the bound."""
+    import highspy
+    import numpy as np
+
+    kinds = [k for k, f in work.items() if f > 0]
+    if not kinds:
+        return 0.0
+    order = sorted(cluster.devices, key=lambda d: ready[d.name])
+    best = float("inf")
+    inf = highspy.kHighsInf
+    for m in range(1, len(order) + 1):
+        use = order[:m]
+        if ready[use[-1].name] >= best:
+            break
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        nv = 1 + m * len(kinds)                   # T, then y[d, k]
+        h.addVars(nv, np.zeros(nv), np.full(nv, inf))
+        h.changeColsCost(1, np.array([0], dtype=np.int32), np.array([1.0]))
+        for i, d in enumerate(use):
+            idx = np.array([0] + [1 + i * len(kinds) + j for j in range(len(kinds))], dtype=np.int32)
+            h.addRow(-inf, -ready[d.name], len(idx), idx, np.array([-1.0] + [1.0] * len(kinds)))
+        for j, k in enumerate(kinds):             # each kind's work done: sum_d rate * y / work = 1
+            idx = np.array([1 + i * len(kinds) + j for i in range(m)], dtype=np.int32)
+            h.addRow(1.0, inf, m, idx, np.array([d.rate(k) / work[k] for d in use]))
+        h.run()
+        if h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
+            best = min(best, h.getInfo().objective_function_value)
+    return best * (1 - LP_SAFETY_REL)

@@ -1,20 +1,27 @@
-"""Time each op kind on this machine and fit the cost model's device speed to it.
+"""Fit the cost model's compute rates per op kind and its per-task overhead on this machine.
 
-The cost model prices compute as FLOPs / FLOP/s (:mod:`partopt.cost`). :func:`time_ops` runs
-every op of a model on its whole output with the same executor the runtime uses
+The cost model prices compute as each op kind's FLOPs over the device's rate for that kind, plus
+a fixed overhead per task (:func:`partopt.cost.compute_time`). :func:`time_ops` runs every op of
+a model on its whole output with the same executor the runtime uses
 (:func:`partopt.verify.run_op`, one torch thread by default, as each rank of
 :func:`partopt.runtime.run` has), ``repeats`` times after a warm-up, and keeps each op's median
-seconds. :func:`calibrate` turns those into one speed per device: the models' total FLOPs over
-their total seconds (ops without FLOPs, such as flatten, count with their time), so the cost
-model's compute time of the whole models equals the measured one. The per-kind table shows
-how far each kind is from that single number (memory-bound kinds such as activations and pools
-run at far fewer FLOP/s than convolutions).
+seconds. :func:`fit_rates` fits, by least squares over those ops, ``seconds = FLOPs / rate of
+the op's kind (partopt.cost.rate_kind) + c`` (one rate per kind, one per-op constant c, all
+non-negative); the fit's relative residual says how well one rate per kind explains the ops.
+:func:`fitted_flops_per_s` is the single speed that makes the models' total compute time match
+(kept as each device's ``flops_per_s``: the fallback for kinds without a rate and the speed the
+heuristics split work by).
 
-``concurrent=N`` times in N processes at once, as N ranks would compute on a machine with
-fewer cores than ranks; each op's time is the mean over the processes.
+:func:`probe_overhead` measures the per-task overhead as the runtime pays it: it runs a
+layer-by-layer plan of a small model with :func:`partopt.runtime.run` on a network with no
+latency and no bandwidth limit, where each device runs one task per stage, and divides the
+measured latency beyond the fitted compute by the number of stages (each stage's messages,
+status and Python per task; "empty" stages). ``concurrent=N`` times ops in N processes at
+once, as N ranks would compute on a machine with fewer cores than ranks; each op's time is the
+mean over the processes.
 
-The calibrated cluster copies ``like`` (device names, memory, links, latency) and sets every
-device's ``flops_per_s`` to the measured speed: every rank of a local run is this machine.
+The calibrated cluster copies ``like`` (device names, memory, links, latency) and gives every
+device the fitted rates: every rank of a local run is this machine.
 
 Example:
     >>> t = time_ops("lenet5", repeats=1)
@@ -22,6 +29,9 @@ Example:
     ['act', 'avgpool', 'conv']
     >>> fitted_flops_per_s(t) > 0
     True
+    >>> rates, per_op_s, residual = fit_rates(t)
+    >>> sorted(rates)
+    ['conv', 'eltwise', 'linear', 'pool']
 """
 from __future__ import annotations
 
@@ -34,7 +44,7 @@ from typing import Optional
 import torch
 
 from .cluster import Cluster, Device, load_cluster
-from .cost import region_flops
+from .cost import rate_kind, region_flops
 from .errors import PartoptError
 from .geometry import Box
 from .graph import LayerGraph
@@ -50,11 +60,14 @@ class OpTiming:
     kind: str
     flops: int
     seconds: float
+    rate_kind: str = ""        # partopt.cost.rate_kind of the op: which device rate prices it
 
 
 @dataclass
 class Calibration:
-    """The fitted speed (FLOP/s), the per-kind table and the cluster that carries the speed."""
+    """The fitted speed (FLOP/s), the rate per kind (FLOP/s), the per-op constant and the
+    per-task overhead (s), the fit's relative residual, the per-kind table, and the cluster that
+    carries them."""
 
     flops_per_s: float
     per_kind: dict[str, dict[str, float]]
@@ -63,6 +76,10 @@ class Calibration:
     models: list[str] = field(default_factory=list)
     concurrent: int = 1
     threads: int = 1
+    rates: dict[str, float] = field(default_factory=dict)
+    per_op_s: float = 0.0
+    residual: float = 0.0
+    task_overhead_s: float = 0.0
 
 
 def time_ops(model: str, input_shape: Optional[tuple[int, ...]] = None, repeats: int = 5, threads: int = 1,
@@ -93,7 +110,7 @@ def time_ops(model: str, input_shape: Optional[tuple[int, ...]] = None, repeats:
                     if rep:
                         seconds[op.name].append(dt)
         return [OpTiming(name, op.name, op.kind, region_flops(op, Box.full(op.out_chw)),
-                         statistics.median(seconds[op.name])) for op in graph.ops]
+                         statistics.median(seconds[op.name]), rate_kind(op)) for op in graph.ops]
     finally:
         torch.set_num_threads(old)
 
@@ -104,6 +121,50 @@ def fitted_flops_per_s(timings: list[OpTiming]) -> float:
     if secs <= 0:
         raise PartoptError("no measured time to fit a speed to")
     return sum(t.flops for t in timings) / secs
+
+
+def fit_rates(timings: list[OpTiming]) -> tuple[dict[str, float], float, float]:
+    """Least squares ``seconds = FLOPs / rate[kind] + c`` over the timed ops (non-negative
+    inverse rates and c; ops are weighted by 1 / their seconds, so each op's relative error
+    counts alike). Returns (rate kind -> FLOP/s, c in seconds per op, relative residual: the
+    root mean square of (fitted - measured) / measured)."""
+    import numpy as np
+
+    kinds = sorted({_rate_kind_of(t) for t in timings if t.flops > 0})
+    if not kinds:
+        raise PartoptError("no timed op with FLOPs to fit a rate to")
+    rows = [t for t in timings if t.seconds > 0]
+    a = np.zeros((len(rows), len(kinds) + 1))
+    y = np.ones(len(rows))
+    for i, t in enumerate(rows):
+        w = 1.0 / t.seconds
+        if t.flops:
+            a[i, kinds.index(_rate_kind_of(t))] = t.flops * w
+        a[i, -1] = w
+    active = list(range(len(kinds) + 1))
+    while True:                          # non-negative: drop a negative coefficient and refit
+        coef = np.zeros(len(kinds) + 1)
+        sol, *_ = np.linalg.lstsq(a[:, active], y, rcond=None)
+        coef[active] = sol
+        neg = [j for j in active if coef[j] < 0]
+        if not neg:
+            break
+        active.remove(min(neg, key=lambda j: coef[j]))
+    rates = {}
+    for j, k in enumerate(kinds):
+        if coef[j] > 0:
+            rates[k] = float(1.0 / coef[j])
+        else:                            # no time left for this kind: its FLOPs over its seconds
+            ts = [t for t in rows if t.flops and _rate_kind_of(t) == k]
+            rates[k] = float(sum(t.flops for t in ts) / sum(t.seconds for t in ts))
+    fitted = np.array([(t.flops / rates[_rate_kind_of(t)] if t.flops else 0.0) + coef[-1] for t in rows])
+    meas = np.array([t.seconds for t in rows])
+    residual = float(np.sqrt(np.mean(((fitted - meas) / meas) ** 2)))
+    return rates, float(coef[-1]), residual
+
+
+def _rate_kind_of(t: OpTiming) -> str:
+    return t.rate_kind or "eltwise"
 
 
 def per_kind(timings: list[OpTiming]) -> dict[str, dict[str, float]]:
@@ -122,9 +183,37 @@ def _time_all(models: list[str], repeats: int, threads: int) -> list[OpTiming]:
     return [t for m in models for t in time_ops(m, repeats=repeats, threads=threads)]
 
 
+def probe_overhead(cluster: Cluster, model: str = "lenet5", repeats: int = 5, threads: int = 1) -> dict[str, float]:
+    """The per-task overhead (s) the runtime pays on this machine (module doc): ``model``'s
+    layer-by-layer (``coedge``) plan on ``cluster``'s devices and rates, run with
+    :func:`partopt.runtime.run` over links with no latency and no bandwidth limit; the measured
+    latency beyond the cost model's prediction without overhead, per stage. Returns
+    {task_overhead_s, measured_s, predicted_s, stages}."""
+    from .methods import METHODS
+    from .plan import evaluate
+    from .runtime import RunOptions, run
+    from .zoo import example_input, load_model
+
+    names = cluster.names
+    free = Cluster(f"{cluster.name}-probe", cluster.devices, {(a, b): 1e15 for a in names for b in names if a != b},
+                   0.0, "mesh", 0.0)
+    module, shape, name = load_model(model)
+    graph = LayerGraph.from_module(module, example_input(shape))
+    plan = METHODS["coedge"].heuristic(graph, free, model=name).plan
+    res = run(plan, RunOptions(repeat=repeats, warmup=1, threads=threads))
+    if not res.ok:
+        raise PartoptError(f"the overhead probe's run did not match the unsplit model: {res.reason}")
+    predicted = evaluate(plan, graph, free).latency_s
+    per_stage = max(0.0, (res.latency_s - predicted) / len(plan.stages))
+    return {"task_overhead_s": per_stage, "measured_s": res.latency_s, "predicted_s": predicted,
+            "stages": len(plan.stages)}
+
+
 def calibrate(models: tuple[str, ...] | list[str] = ("vgg16",), like: str | Cluster = "pi4x4", repeats: int = 5,
-              threads: int = 1, concurrent: int = 1) -> Calibration:
-    """Time ``models`` on this machine and return the cluster ``like`` with the fitted speed."""
+              threads: int = 1, concurrent: int = 1, overhead: bool = True) -> Calibration:
+    """Time ``models`` on this machine and return the cluster ``like`` with the fitted speed,
+    rates per kind and (``overhead``: probed with the runtime, see :func:`probe_overhead`)
+    per-task overhead."""
     base = like if isinstance(like, Cluster) else load_cluster(like)
     models = list(models)
     if not models:
@@ -137,9 +226,15 @@ def calibrate(models: tuple[str, ...] | list[str] = ("vgg16",), like: str | Clus
         import multiprocessing as mp
         with mp.get_context("spawn").Pool(concurrent) as pool:
             runs = pool.starmap(_time_all, [(models, repeats, threads)] * concurrent)
-        timings = [OpTiming(t.model, t.op, t.kind, t.flops, statistics.mean(r[i].seconds for r in runs))
+        timings = [OpTiming(t.model, t.op, t.kind, t.flops, statistics.mean(r[i].seconds for r in runs), t.rate_kind)
                    for i, t in enumerate(runs[0])]
     speed = fitted_flops_per_s(timings)
-    cluster = Cluster(f"{base.name}-calibrated", tuple(Device(d.name, speed, d.memory_bytes) for d in base.devices),
-                      dict(base.bandwidth), base.latency_s, base.link)
-    return Calibration(speed, per_kind(timings), timings, cluster, models, concurrent, threads)
+    rates, per_op_s, residual = fit_rates(timings)
+    devices = tuple(Device(d.name, speed, d.memory_bytes, rates) for d in base.devices)
+    cluster = Cluster(f"{base.name}-calibrated", devices, dict(base.bandwidth), base.latency_s, base.link)
+    task_s = 0.0
+    if overhead:
+        task_s = probe_overhead(cluster, repeats=repeats, threads=threads)["task_overhead_s"]
+        cluster = Cluster(cluster.name, devices, dict(base.bandwidth), base.latency_s, base.link, task_s)
+    return Calibration(speed, per_kind(timings), timings, cluster, models, concurrent, threads, rates, per_op_s,
+                       residual, task_s)

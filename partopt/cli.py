@@ -272,10 +272,12 @@ def cmd_run(args) -> int:
 def cmd_calibrate(args) -> int:
     from .calibrate import calibrate
     cal = calibrate(args.model or ["vgg16"], args.like, repeats=args.repeats, threads=args.threads,
-                    concurrent=args.concurrent)
+                    concurrent=args.concurrent, overhead=not args.no_overhead)
     cal.cluster.save(args.out)
     if args.json:
-        print(json.dumps({"flops_per_s": cal.flops_per_s, "per_kind": cal.per_kind, "models": cal.models,
+        print(json.dumps({"flops_per_s": cal.flops_per_s, "flops_per_s_by_kind": cal.rates,
+                          "per_op_s": cal.per_op_s, "residual": cal.residual, "task_overhead_s": cal.task_overhead_s,
+                          "per_kind": cal.per_kind, "models": cal.models,
                           "cluster_file": args.out, "cluster": cal.cluster.to_dict()}))
         return 0
     from rich.table import Table
@@ -288,8 +290,18 @@ def cmd_calibrate(args) -> int:
                   f"{v['flops_per_s'] / 1e9:.2f}", f"{100 * v['time_share']:.1f} %")
     c = _console()
     c.print(t)
-    c.print(f"fitted speed {cal.flops_per_s / 1e9:.2f} GFLOP/s for every device of {args.like}; "
-            f"cluster written to {args.out} (plan on it with --cluster {args.out})")
+    f = Table(title="fitted: seconds = FLOPs / rate of the op's kind + a constant per op (least squares)")
+    for col in ("rate kind", "ops", "GFLOP/s"):
+        f.add_column(col)
+    for k, r in sorted(cal.rates.items()):
+        f.add_row(k, str(sum(1 for x in cal.timings if x.flops and (x.rate_kind or "eltwise") == k)), f"{r / 1e9:.2f}")
+    c.print(f)
+    c.print(f"per-op constant {cal.per_op_s * 1e6:.1f} us; residual (RMS of relative error per op) "
+            f"{100 * cal.residual:.1f} %")
+    c.print(f"per-task overhead {cal.task_overhead_s * 1e3:.3f} ms"
+            + (" (probed with the runtime)" if not args.no_overhead else " (not probed: --no-overhead)"))
+    c.print(f"fitted speed {cal.flops_per_s / 1e9:.2f} GFLOP/s (whole models) and the rates above for every "
+            f"device of {args.like}; cluster written to {args.out} (plan on it with --cluster {args.out})")
     return 0
 
 
@@ -458,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.set_defaults(fn=cmd_run)
 
-    k = sub.add_parser("calibrate", help="time each op kind here and write a cluster with the fitted device speed")
+    k = sub.add_parser("calibrate", help="time each op kind here and write a cluster with the fitted rates per kind "
+                                         "and per-task overhead")
     k.add_argument("--model", action="append", help="zoo model to time (repeatable; default vgg16)")
     k.add_argument("--like", default=DEFAULT_CLUSTER, help="cluster whose devices and links to copy "
                                                            f"(preset or file; default {DEFAULT_CLUSTER})")
@@ -467,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--threads", type=int, default=1, help="torch threads, as each rank of `run` (default 1)")
     k.add_argument("--concurrent", type=int, default=1,
                    help="time in N processes at once, as N ranks on this machine would compute (default 1)")
+    k.add_argument("--no-overhead", action="store_true",
+                   help="do not probe the per-task overhead with a run across processes (it stays 0)")
     k.add_argument("--json", action="store_true")
     k.set_defaults(fn=cmd_calibrate)
 

@@ -1,7 +1,8 @@
 """Devices and the network between them; presets; JSON/TOML files.
 
-A :class:`Cluster` has devices (name, FLOP/s, memory bytes), a bandwidth in bytes/s for every
-ordered pair, a per-message latency in seconds, and a link model:
+A :class:`Cluster` has devices (name, FLOP/s, memory bytes, and optionally a FLOP/s per op
+kind), a bandwidth in bytes/s for every ordered pair, a per-message latency in seconds, a
+per-task overhead in seconds, and a link model:
 
 - ``mesh``: full-duplex point-to-point links; each ordered pair carries one message at a time,
   different pairs in parallel.
@@ -15,6 +16,14 @@ File format (JSON, or the same keys in TOML)::
      "links": [{"src": "pi0", "dst": "pi1", "bandwidth_bytes_per_s": 1.25e7}]}
 
 ``links`` is optional and overrides the default bandwidth of single ordered pairs.
+
+Compute rates per op kind (optional): a device may carry ``"flops_per_s_by_kind": {"conv":
+1.4e11, "pool": 2e9, ...}`` with keys from :data:`RATE_KINDS`; an op whose kind is not listed
+runs at the device's ``flops_per_s`` (:func:`partopt.cost.rate_kind` maps an op to its kind).
+``"task_overhead_s"`` (cluster level, default 0) is the fixed time every task adds to its
+device's compute: a device that runs k tasks in a stage is busy for the sum of their
+FLOPs / rate plus k x task_overhead_s. ``latency_s`` is the fixed time of every message.
+``partopt calibrate`` fits both on the machine it runs on.
 
 Example:
     >>> from partopt.cluster import preset
@@ -37,26 +46,71 @@ KiB = 1024
 GiB = 1024 ** 3
 MiB = 1024 ** 2
 LINK_MODELS = ("mesh", "shared")
+#: the op kinds a device may give its own FLOP/s for (``flops_per_s_by_kind``)
+RATE_KINDS = {
+    "conv": "Conv2d, groups < input channels (dense and grouped convolutions)",
+    "dwconv": "depthwise Conv2d (groups = input channels > 1)",
+    "deconv": "ConvTranspose2d",
+    "linear": "Linear",
+    "pool": "max, average and adaptive average pooling, and spatial means",
+    "eltwise": "batch norm, activations, add, mul, bilinear upsampling",
+}
 
 
 @dataclass(frozen=True)
 class Device:
-    """A device: ``flops_per_s`` (FLOP/s it sustains on CNN ops) and ``memory_bytes`` for the model."""
+    """A device: ``flops_per_s`` (FLOP/s it sustains on CNN ops), ``memory_bytes`` for the model,
+    and optionally its own FLOP/s per op kind (``flops_per_s_by_kind``: a mapping from
+    :data:`RATE_KINDS`, kept as sorted (kind, FLOP/s) pairs so a device stays hashable).
+
+    Example:
+        >>> d = Device("pi", 8e9, 2**30, {"pool": 1e9})
+        >>> d.rate("pool"), d.rate("conv")
+        (1000000000.0, 8000000000.0)
+        >>> d.seconds((("conv", 8e9), ("pool", 1e9)))
+        2.0
+    """
 
     name: str
     flops_per_s: float
     memory_bytes: int
+    flops_per_s_by_kind: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self):
+        by = self.flops_per_s_by_kind
+        items = by.items() if isinstance(by, dict) else by
+        object.__setattr__(self, "flops_per_s_by_kind", tuple(sorted((str(k), float(v)) for k, v in items)))
+
+    def rate(self, kind: str) -> float:
+        """FLOP/s on ops of ``kind`` (one of :data:`RATE_KINDS`): its own rate if listed, else ``flops_per_s``."""
+        for k, v in self.flops_per_s_by_kind:
+            if k == kind:
+                return v
+        return self.flops_per_s
+
+    def seconds(self, flops_by_kind) -> float:
+        """Seconds to compute ``flops_by_kind`` ((kind, FLOPs) pairs, or a mapping): the sum of
+        each kind's FLOPs over this device's rate for it (no task overhead)."""
+        items = flops_by_kind.items() if isinstance(flops_by_kind, dict) else flops_by_kind
+        by_rate: dict[float, float] = {}       # FLOPs summed per rate first: a device without
+        for k, f in items:                     # rates per kind gives exactly FLOPs / flops_per_s
+            if f:
+                r = self.rate(k)
+                by_rate[r] = by_rate.get(r, 0) + f
+        return sum(f / r for r, f in by_rate.items())
 
 
 @dataclass(frozen=True)
 class Cluster:
-    """Devices, ordered-pair bandwidths (bytes/s), per-message latency (s) and the link model."""
+    """Devices, ordered-pair bandwidths (bytes/s), per-message latency (s), the link model and
+    the per-task overhead (s) every task adds to its device's compute."""
 
     name: str
     devices: tuple[Device, ...]
     bandwidth: dict[tuple[str, str], float] = field(hash=False)
     latency_s: float = 0.0
     link: str = "mesh"
+    task_overhead_s: float = 0.0
 
     def __post_init__(self):
         _validate(self)
@@ -86,13 +140,20 @@ class Cluster:
     def scaled(self, bandwidth_factor: float = 1.0, name: Optional[str] = None) -> "Cluster":
         """The same cluster with every bandwidth multiplied by ``bandwidth_factor``."""
         return Cluster(name or f"{self.name}-bw{bandwidth_factor:g}", self.devices,
-                       {k: v * bandwidth_factor for k, v in self.bandwidth.items()}, self.latency_s, self.link)
+                       {k: v * bandwidth_factor for k, v in self.bandwidth.items()}, self.latency_s, self.link,
+                       self.task_overhead_s)
 
     def subset(self, names: list[str]) -> "Cluster":
         devs = tuple(self.device(n) for n in names)
         return Cluster(f"{self.name}[{','.join(names)}]", devs,
                        {(a, b): v for (a, b), v in self.bandwidth.items() if a in names and b in names},
-                       self.latency_s, self.link)
+                       self.latency_s, self.link, self.task_overhead_s)
+
+    @property
+    def uniform_rates(self) -> bool:
+        """True when no device has its own rate per kind and tasks cost no overhead: compute
+        time is then FLOPs / ``flops_per_s`` alone."""
+        return self.task_overhead_s == 0 and not any(d.flops_per_s_by_kind for d in self.devices)
 
     # -- files ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -100,18 +161,23 @@ class Cluster:
         default = max(bws, key=lambda v: list(self.bandwidth.values()).count(v)) if bws else 0.0
         links = [{"src": a, "dst": b, "bandwidth_bytes_per_s": v}
                  for (a, b), v in sorted(self.bandwidth.items()) if v != default]
-        return {"name": self.name, "link": self.link, "latency_s": self.latency_s,
-                "bandwidth_bytes_per_s": default,
-                "devices": [{"name": d.name, "flops_per_s": d.flops_per_s, "memory_bytes": d.memory_bytes}
-                            for d in self.devices],
-                "links": links}
+        out = {"name": self.name, "link": self.link, "latency_s": self.latency_s,
+               "bandwidth_bytes_per_s": default,
+               "devices": [{"name": d.name, "flops_per_s": d.flops_per_s, "memory_bytes": d.memory_bytes,
+                            **({"flops_per_s_by_kind": dict(d.flops_per_s_by_kind)} if d.flops_per_s_by_kind else {})}
+                           for d in self.devices],
+               "links": links}
+        if self.task_overhead_s:      # written only when set, so files without it stay as they were
+            out["task_overhead_s"] = self.task_overhead_s
+        return out
 
     @staticmethod
     def from_dict(data: Any, where: str = "cluster") -> "Cluster":
         """Build and validate a cluster from the file format above (raises ClusterError)."""
         if not isinstance(data, dict):
             raise ClusterError(f"{where}: expected an object with 'devices'")
-        unknown = set(data) - {"name", "link", "latency_s", "bandwidth_bytes_per_s", "devices", "links"}
+        unknown = set(data) - {"name", "link", "latency_s", "bandwidth_bytes_per_s", "devices", "links",
+                               "task_overhead_s"}
         if unknown:
             raise ClusterError(f"{where}: unknown keys {sorted(unknown)}")
         devs = data.get("devices")
@@ -124,11 +190,20 @@ class Cluster:
             missing = {"name", "flops_per_s", "memory_bytes"} - set(d)
             if missing:
                 raise ClusterError(f"{where}: device {i} lacks {sorted(missing)}")
-            extra = set(d) - {"name", "flops_per_s", "memory_bytes"}
+            extra = set(d) - {"name", "flops_per_s", "memory_bytes", "flops_per_s_by_kind"}
             if extra:
                 raise ClusterError(f"{where}: device {i} has unknown keys {sorted(extra)}")
+            by = d.get("flops_per_s_by_kind", {}) or {}
+            if not isinstance(by, dict):
+                raise ClusterError(f"{where}: device {d['name']} flops_per_s_by_kind must be an object "
+                                   f"{{kind: FLOP/s}}")
+            bad = sorted(set(by) - set(RATE_KINDS))
+            if bad:
+                raise ClusterError(f"{where}: device {d['name']} flops_per_s_by_kind has unknown kinds {bad}; "
+                                   f"kinds: {', '.join(RATE_KINDS)}")
+            rates = {k: _num(v, f"{where}: device {d['name']} flops_per_s_by_kind[{k}]") for k, v in by.items()}
             devices.append(Device(str(d["name"]), _num(d["flops_per_s"], f"{where}: device {d['name']} flops_per_s"),
-                                  int(_num(d["memory_bytes"], f"{where}: device {d['name']} memory_bytes"))))
+                                  int(_num(d["memory_bytes"], f"{where}: device {d['name']} memory_bytes")), rates))
         names = [d.name for d in devices]
         if "bandwidth_bytes_per_s" not in data:
             raise ClusterError(f"{where}: 'bandwidth_bytes_per_s' (default link bandwidth) is required")
@@ -146,7 +221,11 @@ class Cluster:
         lat = data.get("latency_s", 0.0)
         if not isinstance(lat, (int, float)) or isinstance(lat, bool) or not math.isfinite(lat) or lat < 0:
             raise ClusterError(f"{where}: latency_s must be a number >= 0, got {lat!r}")
-        return Cluster(str(data.get("name", "cluster")), tuple(devices), bw, float(lat), str(data.get("link", "mesh")))
+        ovh = data.get("task_overhead_s", 0.0)
+        if not isinstance(ovh, (int, float)) or isinstance(ovh, bool) or not math.isfinite(ovh) or ovh < 0:
+            raise ClusterError(f"{where}: task_overhead_s must be a number >= 0, got {ovh!r}")
+        return Cluster(str(data.get("name", "cluster")), tuple(devices), bw, float(lat), str(data.get("link", "mesh")),
+                       float(ovh))
 
     def save(self, path: str) -> None:
         """Write as JSON (``.json``) or TOML (``.toml``)."""
@@ -175,10 +254,16 @@ def _validate(c: Cluster) -> None:
             raise ClusterError(f"cluster {c.name!r}: a device has an empty name")
         _num(d.flops_per_s, f"device {d.name} flops_per_s")
         _num(d.memory_bytes, f"device {d.name} memory_bytes")
+        for k, v in d.flops_per_s_by_kind:
+            if k not in RATE_KINDS:
+                raise ClusterError(f"device {d.name}: unknown rate kind {k!r}; kinds: {', '.join(RATE_KINDS)}")
+            _num(v, f"device {d.name} flops_per_s_by_kind[{k}]")
     if c.link not in LINK_MODELS:
         raise ClusterError(f"cluster {c.name!r}: link must be one of {LINK_MODELS}, got {c.link!r}")
     if not math.isfinite(c.latency_s) or c.latency_s < 0:
         raise ClusterError(f"cluster {c.name!r}: latency_s must be >= 0")
+    if not math.isfinite(c.task_overhead_s) or c.task_overhead_s < 0:
+        raise ClusterError(f"cluster {c.name!r}: task_overhead_s must be >= 0")
     for a in names:
         for b in names:
             if a != b:
@@ -190,9 +275,13 @@ def _validate(c: Cluster) -> None:
 def _to_toml(d: dict[str, Any]) -> str:
     def val(v):
         return json.dumps(v)
-    lines = [f"{k} = {val(d[k])}" for k in ("name", "link", "latency_s", "bandwidth_bytes_per_s")]
+    lines = [f"{k} = {val(d[k])}" for k in ("name", "link", "latency_s", "bandwidth_bytes_per_s", "task_overhead_s")
+             if k in d]
     for dev in d["devices"]:
-        lines += ["", "[[devices]]"] + [f"{k} = {val(v)}" for k, v in dev.items()]
+        lines += ["", "[[devices]]"] + [f"{k} = {val(v)}" for k, v in dev.items() if k != "flops_per_s_by_kind"]
+        if "flops_per_s_by_kind" in dev:
+            lines += ["flops_per_s_by_kind = {" + ", ".join(f"{k} = {val(v)}" for k, v in dev["flops_per_s_by_kind"].items())
+                      + "}"]
     for l in d["links"]:
         lines += ["", "[[links]]"] + [f"{k} = {val(v)}" for k, v in l.items()]
     return "\n".join(lines) + "\n"

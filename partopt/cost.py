@@ -13,7 +13,9 @@ Formulas (batch N, an output region of V elements per batch item, float32 = 4 by
   conv: ``2 * C_in * (taps that land on the region) * N`` per output channel, counted exactly
   per output row and column; bilinear upsampling: 7 per output element (four weighted taps);
   flatten, dropout, concat, channel slice and shuffle, zero padding, nearest upsampling: 0.
-- compute time (s) = FLOPs / device FLOP/s.
+- compute time (s) of a device = the sum over op kinds (:func:`rate_kind`) of the kind's FLOPs /
+  the device's FLOP/s for that kind (``Device.rate``; its ``flops_per_s`` unless the cluster
+  file gives one per kind), plus the cluster's ``task_overhead_s`` per task it runs.
 - transfer time (s) = latency_s + bytes / bandwidth (bytes/s) of the ordered pair.
 - weights a device holds for an op (bytes): the union of the weight slices its tasks touch
   (conv: output-channel rows x input-channel columns of W plus those bias entries; batch norm:
@@ -31,7 +33,21 @@ from typing import TYPE_CHECKING, Iterable, Optional
 from .geometry import Box, adaptive_window_1d, deconv_taps_1d, union_volume
 
 if TYPE_CHECKING:
+    from .cluster import Device
     from .graph import Op
+
+
+def rate_kind(op: "Op") -> str:
+    """The compute-rate kind of ``op`` (a key of :data:`partopt.cluster.RATE_KINDS`): the
+    device's FLOP/s for that kind prices the op's FLOPs. Ops without FLOPs map to ``eltwise``."""
+    k = op.kind
+    if k == "conv":
+        return "dwconv" if op.groups > 1 and op.groups == op.in_chw[0] else "conv"
+    if k in ("deconv", "linear"):
+        return k
+    if k in ("maxpool", "avgpool", "adaptive_avgpool"):
+        return "pool"
+    return "eltwise"
 
 
 def region_flops(op: "Op", box: Box, in_channels: Optional[tuple[int, int]] = None) -> int:
@@ -107,9 +123,11 @@ def weight_bytes(op: "Op", rects: Iterable[tuple[int, int, int, int]]) -> int:
     return 0
 
 
-def compute_time(flops: float, flops_per_s: float) -> float:
-    """Seconds to run ``flops`` FLOPs on a device of ``flops_per_s`` FLOP/s."""
-    return flops / flops_per_s
+def compute_time(device: "Device", flops_by_kind, tasks: int = 0, task_overhead_s: float = 0.0) -> float:
+    """Seconds ``device`` computes ``flops_by_kind`` ((kind, FLOPs) pairs or a mapping) in
+    ``tasks`` tasks: each kind's FLOPs over the device's FLOP/s for it, plus ``tasks`` x
+    ``task_overhead_s``. Every schedule and exact model prices compute with this rule."""
+    return device.seconds(flops_by_kind) + tasks * task_overhead_s
 
 
 def transfer_time(nbytes: float, bandwidth_bytes_per_s: float, latency_s: float) -> float:

@@ -9,19 +9,20 @@ terms. Minimising the latency then makes every variable on the critical path equ
 
 Choices between alternative stages are *variants*: each stage is run under a literal (a 0/1
 variable); under literal 0 its constraints are switched off and the schedule's state passes
-through unchanged. Compute times may be affine in integer variables (work proportional to a
-device's channel count, say).
+through unchanged. Compute times (seconds, read off :func:`partopt.plan.stage_compute_s`, so
+per-kind rates and task overheads come with them) may be affine in integer variables (work
+proportional to a device's channel count, say).
 
 Two back-ends share one small interface (:class:`Builder`): :class:`PulpBuilder` (CBC or
 HiGHS; switched-off constraints by big-M) and :class:`CpsatBuilder` (CP-SAT; times in integer
 ticks of ``1 / tick`` seconds, switched-off constraints by enforcement literals).
 
-Example: two devices, one 4-MFLOP stage each (2 and 1 GFLOP/s); the plan is the model's input
-at ``a``, no transfers:
+Example: two devices, one stage of 2 ms on ``a`` and 4 ms on ``b``; the plan is the model's
+input at ``a``, no transfers:
 
     >>> b = PulpBuilder(big_m=10.0)
-    >>> s = SymSchedule(b, {"a": 2e9, "b": 1e9}, ["a", "b"], link="mesh", latency_s=0.0, bw=lambda x, y: 1e6)
-    >>> s.stage(SymStage("st", [], "y", {}, {"a": Lin.of(4e6), "b": Lin.of(4e6)}))
+    >>> s = SymSchedule(b, ["a", "b"], link="mesh", latency_s=0.0, bw=lambda x, y: 1e6)
+    >>> s.stage(SymStage("st", [], "y", {}, {"a": Lin.of(0.002), "b": Lin.of(0.004)}))
     >>> L = s.finish("a", "y", []); b.minimize(L); r = b.solve("cbc")
     >>> r.status, round(r.objective, 6)
     ('optimal', 0.002)
@@ -250,21 +251,22 @@ def builder(solver: str, horizon_s: float) -> Builder:
 @dataclass
 class SymStage:
     """One routed stage as the schedule sees it: its transfers, output tensor, the tensors each
-    device reads from outside the stage, and each computing device's FLOPs (affine)."""
+    device reads from outside the stage, and each computing device's compute seconds (affine;
+    :func:`partopt.plan.stage_compute_s` of a concrete stage)."""
 
     label: str
     transfers: list[Transfer]
     output: str
     needs: dict[str, list[str]]
-    flops: dict[str, Lin]
+    seconds: dict[str, Lin]
 
 
 class SymSchedule:
     """:class:`partopt.plan.Schedule` over variables (no gathers: the methods using it have none)."""
 
-    def __init__(self, b: Builder, speed: dict[str, float], order: list[str], *, link: str, latency_s: float,
+    def __init__(self, b: Builder, order: list[str], *, link: str, latency_s: float,
                  bw: Callable[[str, str], float]):
-        self.b, self.speed, self.link, self.latency_s, self.bw = b, speed, link, latency_s, bw
+        self.b, self.link, self.latency_s, self.bw = b, link, latency_s, bw
         self.rank = {d: i for i, d in enumerate(order)}
         self.dev_free: dict[str, Optional[str]] = {d: None for d in order}
         self.link_free: dict[str, Optional[str]] = defaultdict(lambda: None)
@@ -312,8 +314,8 @@ class SymSchedule:
     def stage(self, s: SymStage, when: Optional[str] = None) -> None:
         """Run one stage under the literal ``when`` (always, if None)."""
         arrival = self.send(s.label, s.transfers, when)
-        for dev in sorted(s.flops, key=self.rank.__getitem__):
-            dur = s.flops[dev].scaled(1.0 / self.speed[dev])
+        for dev in sorted(s.seconds, key=self.rank.__getitem__):
+            dur = s.seconds[dev]
             starts = [self._lin(self.dev_free[dev])]
             if dev in arrival:
                 starts.append(Lin.var(arrival[dev]))

@@ -24,7 +24,8 @@ every transfer's source holds what it sends, and every device receives all it la
 :func:`evaluate` scores a plan:
 
 - latency_s: a list schedule in stage order. A device computes its tasks one after another
-  (compute time = FLOPs / FLOP/s); it starts a stage when it is free and all its messages of
+  (compute time = each op kind's FLOPs / the device's FLOP/s for that kind, plus the cluster's
+  ``task_overhead_s`` per task: :func:`partopt.cost.compute_time`); it starts a stage when it is free and all its messages of
   the stage have arrived. All transfers from one device to another in one phase (stage input,
   gather, final) form one message: latency_s + bytes / bandwidth. On a ``mesh`` each ordered
   pair is its own link; on a ``shared`` medium one message at a time. Messages are served
@@ -47,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from .cluster import Cluster
-from .cost import compute_time, region_flops, transfer_time, weight_bytes
+from .cost import compute_time, rate_kind, region_flops, transfer_time, weight_bytes
 from .errors import PlanError
 from .geometry import Box, disjoint, subtract_all, union_volume
 from .graph import LayerGraph
@@ -186,12 +187,14 @@ class Plan:
 @dataclass(frozen=True)
 class Cone:
     """What one task touches: the output region of every op of its block (clipped to the
-    tensor), the region needed of every tensor from outside the block, and its FLOPs."""
+    tensor), the region needed of every tensor from outside the block, its FLOPs, and those
+    FLOPs per rate kind (sorted (kind, FLOPs) pairs, :func:`partopt.cost.rate_kind`)."""
 
     regions: dict[str, Box]
     needs: dict[str, Box]
     flops: int
     work_peak_bytes: int
+    flops_by_kind: tuple[tuple[str, int], ...] = ()
 
 
 def cone(graph: LayerGraph, ops: tuple[str, ...] | list[str], task: Task) -> Cone:
@@ -216,8 +219,13 @@ def cone(graph: LayerGraph, ops: tuple[str, ...] | list[str], task: Task) -> Con
             clipped = win.intersect(Box.full(graph.tensor_chw(inp)))
             target = need if inp in inside else ext
             target[inp] = target.get(inp, empty).hull(clipped)
-    flops = sum(region_flops(graph.op[n], need.get(n, empty), task.in_channels if n == last else None)
-                for n in ops)
+    by_kind: dict[str, int] = {}
+    for n in ops:
+        f = region_flops(graph.op[n], need.get(n, empty), task.in_channels if n == last else None)
+        if f:
+            k = rate_kind(graph.op[n])
+            by_kind[k] = by_kind.get(k, 0) + f
+    flops = sum(by_kind.values())
     # working set: regions alive at once while the block runs in op order
     last_use = {n: len(ops) for n in ops}          # the last op of the block that reads n
     for i, m in enumerate(ops):
@@ -234,7 +242,7 @@ def cone(graph: LayerGraph, ops: tuple[str, ...] | list[str], task: Task) -> Con
         peak = max(peak, alive)
         for m in freed.get(i, ()):
             alive -= need.get(m, empty).volume * batch * FLOAT_BYTES
-    result = Cone({n: need.get(n, empty) for n in ops}, ext, flops, peak)
+    result = Cone({n: need.get(n, empty) for n in ops}, ext, flops, peak, tuple(sorted(by_kind.items())))
     cache[key] = result
     return result
 
@@ -541,6 +549,28 @@ class Report:
         return d
 
 
+def stage_flops(graph: LayerGraph, stage: Stage) -> dict[str, int]:
+    """FLOPs each computing device of ``stage`` runs (its tasks' cones)."""
+    out: dict[str, int] = defaultdict(int)
+    for t in stage.tasks:
+        out[t.device] += cone(graph, stage.ops, t).flops
+    return dict(out)
+
+
+def stage_compute_s(graph: LayerGraph, cluster: Cluster, stage: Stage) -> dict[str, float]:
+    """Seconds each computing device of ``stage`` is busy with its tasks: the cost model's
+    compute rule (:func:`partopt.cost.compute_time`: FLOPs per rate kind over the device's rate
+    for that kind, plus ``cluster.task_overhead_s`` per task). :class:`Schedule` prices every
+    stage with this, and every exact model reads its compute seconds from it."""
+    kinds: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    n_tasks: dict[str, int] = defaultdict(int)
+    for t in stage.tasks:
+        n_tasks[t.device] += 1
+        for k, f in cone(graph, stage.ops, t).flops_by_kind:
+            kinds[t.device][k] += f
+    return {d: compute_time(cluster.device(d), kinds[d], n, cluster.task_overhead_s) for d, n in n_tasks.items()}
+
+
 class Schedule:
     """The list schedule behind :func:`evaluate` (rules in the module doc), one stage at a time.
 
@@ -560,6 +590,7 @@ class Schedule:
         self.ready: dict[tuple[str, str], float] = {}     # (tensor, device) -> when it holds its piece
         self.link_bytes: dict[str, int] = defaultdict(int)
         self.flops = {d: 0 for d in self.speed}
+        self.compute_s = {d: 0.0 for d in self.speed}
         self.messages = 0
 
     def copy(self) -> "Schedule":
@@ -574,6 +605,7 @@ class Schedule:
         c.ready = dict(self.ready)
         c.link_bytes = defaultdict(int, self.link_bytes)
         c.flops = dict(self.flops)
+        c.compute_s = dict(self.compute_s)
         c.messages = self.messages
         return c
 
@@ -603,16 +635,16 @@ class Schedule:
     def run_stage(self, i: int, s: Stage) -> None:
         """Receive the stage's inputs, compute its tasks, and gather its output if it says so."""
         arrival = self.send(f"stage {i}", s.transfers)
-        per_dev: dict[str, int] = defaultdict(int)
-        for t in s.tasks:
-            per_dev[t.device] += cone(self.graph, s.ops, t).flops
+        per_dev = stage_flops(self.graph, s)
+        secs = stage_compute_s(self.graph, self.cluster, s)
         needs = task_needs(self.graph, s)
         for dev in sorted(per_dev, key=self.rank.__getitem__):
             own_ready = [self.ready[(tensor, dev)] for tensor in needs.get(dev, {}) if (tensor, dev) in self.ready]
             start = max([self.dev_free[dev], arrival.get(dev, 0.0)] + own_ready)
-            dur = compute_time(per_dev[dev], self.speed[dev])
+            dur = secs[dev]
             self.dev_free[dev] = start + dur
             self.busy[dev] += dur
+            self.compute_s[dev] += dur
             self.flops[dev] += per_dev[dev]
             self.ready[(s.output, dev)] = start + dur
             self.events.append(Event("compute", dev, start, start + dur, f"stage {i}: {s.ops[0]}..{s.ops[-1]}"))
@@ -668,8 +700,7 @@ def evaluate(plan: Plan, graph: LayerGraph, cluster: Cluster, check: bool = True
     bottleneck = max(sch.busy.values()) if sch.busy else latency
     peak, wbytes = _memory(plan, graph)
     over = {d: peak[d] - cluster.device(d).memory_bytes for d in peak if peak[d] > cluster.device(d).memory_bytes}
-    compute_s = {d: sch.flops[d] / sch.speed[d] for d in sch.speed}
-    return Report(latency, 1.0 / bottleneck if bottleneck > 0 else float("inf"), compute_s, dict(sch.flops), peak,
+    return Report(latency, 1.0 / bottleneck if bottleneck > 0 else float("inf"), dict(sch.compute_s), dict(sch.flops), peak,
                   wbytes, dict(sch.link_bytes), plan.comm_bytes, sch.messages, over, sch.events)
 
 

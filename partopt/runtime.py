@@ -80,11 +80,11 @@ from typing import Any, Optional
 import torch
 
 from .cluster import Cluster
-from .cost import compute_time, transfer_time
+from .cost import transfer_time
 from .errors import PartoptError, PlanError, RunError
 from .geometry import Box
 from .graph import LayerGraph
-from .plan import Plan, Transfer, cone, evaluate, validate
+from .plan import Plan, Transfer, cone, evaluate, stage_compute_s, validate
 from .verify import REL_TOL, _Missing, _slice, assemble_region, reference_of, run_block
 
 HEADER = 2                 # float64 header: [time the data was ready (s, wall clock), payload elements]
@@ -537,12 +537,10 @@ class _Rank:
                 self.waiting = False
             t0 = time.perf_counter()
             mine = []
-            flops = 0
             for task in s.tasks:
                 if task.device != self.me:
                     continue
                 c = cone(g, s.ops, task)
-                flops += c.flops
                 ext = {t: (self.assemble(t, b, inbox), b) for t, b in c.needs.items() if not b.empty}
                 mine.append((task.box, run_block(g, self.mods, s.ops, task, ext)))
             if s.partial and len(mine) > 1:   # one partial per device, added up before anything is sent
@@ -550,8 +548,8 @@ class _Rank:
                 for _, d in mine[1:]:
                     total = total + d
                 mine = [(mine[0][0], total)]
-            if self.options.pace_compute and flops:
-                time.sleep(max(0.0, compute_time(flops, self.cluster.device(self.me).flops_per_s)
+            if self.options.pace_compute and mine:
+                time.sleep(max(0.0, stage_compute_s(g, self.cluster, s).get(self.me, 0.0)
                                - (time.perf_counter() - t0)))
             self.compute_s += time.perf_counter() - t0
             self.store[s.output] = [(b, d, s.partial) for b, d in mine]

@@ -4,7 +4,7 @@ import random
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
-from partopt.bounds import earliest_arrivals, lower_bound, necessary_flops
+from partopt.bounds import earliest_arrivals, lower_bound, necessary_flops, necessary_flops_by_kind
 from partopt.cluster import Device, heterogeneous, homogeneous, preset
 from partopt.methods import segment_path
 from partopt.methods import METHODS, best, dpfp, iop
@@ -13,6 +13,7 @@ from partopt.plan import Stage, build_plan, evaluate
 from partopt.verify import verify
 
 from test_split_execution import CL, case, random_tasks
+from conftest import kinded
 
 GiB = 2 ** 30
 OTHERS = [m for m, e in METHODS.items() if e.demo and m != "best"]
@@ -45,7 +46,7 @@ def test_candidates_skipped_by_the_bound_could_not_have_won(zoo, name, cl):
     c = preset(cl)
     b = best.heuristic(g, c, model=name)
     assert b.plan.meta["skipped_by_bound"] > 0
-    work = necessary_flops(g)
+    work = necessary_flops_by_kind(g)
     seg = best.segments(g, c, memory=False)
     checked = 0
     for origin, devices, make in best._candidates(g, c, name, None, lambda: seg):
@@ -225,8 +226,10 @@ def test_bound_never_above_the_exact_optima_on_tiny_instances(zoo, solver):
     """LeNet-5 on 2 and 3 devices: below the brute-force optimum of IOP (every pairing and channel
     count), of DPFP's blockings, and of best's segment plans."""
     net, x, g = zoo("lenet5")
-    for c in (homogeneous(2, bandwidth_bytes_per_s=1e9, latency_s=1e-6, link="mesh"),
-              heterogeneous([("a", 1e9, GiB), ("b", 3e9, GiB), ("c", 2e9, GiB)], 2e7, latency_s=1e-5)):
+    two = homogeneous(2, bandwidth_bytes_per_s=1e9, latency_s=1e-6, link="mesh")
+    three = heterogeneous([("a", 1e9, GiB), ("b", 3e9, GiB), ("c", 2e9, GiB)], 2e7, latency_s=1e-5)
+    shared = type(three)(three.name, three.devices, three.bandwidth, three.latency_s, "shared")
+    for c in (two, three, kinded(two, 1e-5), kinded(three, 1e-5), kinded(shared, 1e-5)):
         lb = lower_bound(g, c).seconds
         assert lb <= iop.brute_force(g, c).report.latency_s * (1 + 1e-12)
         assert lb <= dpfp.brute_force(dpfp.problem(g, c))[0] * (1 + 1e-12)
@@ -246,15 +249,16 @@ def test_every_random_plan_does_the_necessary_work_and_respects_the_bound(cs):
     g = LayerGraph.from_module(net, x)
     need = necessary_flops(g)
     assert 0 < need <= g.total_flops
-    lb = lower_bound(g, CL).seconds
     ops = [o.name for o in g.ops]
     fused = Stage(ops, random_tasks(data, g.tensor_chw(g.output), rnd))
     layered = [Stage(s, random_tasks(data, g.tensor_chw(s[-1]), rnd)) for s in layer_stages(g)]
-    for stages in ([fused], layered):
-        plan = build_plan(g, CL, stages, model="m", method="random")
-        rep = evaluate(plan, g, CL)
-        assert sum(rep.flops.values()) >= need
-        assert rep.latency_s >= lb * (1 - 1e-12)
+    for cl in (CL, kinded(CL, 1e-4)):
+        lb = lower_bound(g, cl).seconds
+        for stages in ([fused], layered):
+            plan = build_plan(g, cl, stages, model="m", method="random")
+            rep = evaluate(plan, g, cl)
+            assert sum(rep.flops.values()) >= need
+            assert rep.latency_s >= lb * (1 - 1e-12)
 
 
 def test_necessary_work_skips_what_a_stride_never_reads():

@@ -87,3 +87,33 @@ def test_constructors():
         homogeneous(0)
     with pytest.raises(ClusterError):
         Cluster("x", (Device("a", 1.0, 1),), {}, 0.0, "mesh").device("b")
+
+
+def test_rates_per_kind_and_task_overhead_round_trip_and_validate(tmp_path):
+    """Cluster files carry a device's FLOP/s per op kind and the per-task overhead; bad values
+    are refused with the key named; files without them read as before."""
+    import json
+    from partopt.cluster import Cluster, load_cluster
+    from partopt.errors import ClusterError
+    data = {"name": "k", "link": "mesh", "latency_s": 0.001, "bandwidth_bytes_per_s": 1e7, "task_overhead_s": 0.002,
+            "devices": [{"name": "a", "flops_per_s": 1e9, "memory_bytes": 2 ** 30,
+                         "flops_per_s_by_kind": {"conv": 4e9, "pool": 1e8}},
+                        {"name": "b", "flops_per_s": 2e9, "memory_bytes": 2 ** 30}]}
+    c = Cluster.from_dict(data)
+    a, b = c.devices
+    assert (a.rate("conv"), a.rate("pool"), a.rate("linear"), b.rate("conv")) == (4e9, 1e8, 1e9, 2e9)
+    assert c.task_overhead_s == 0.002 and not c.uniform_rates
+    for ext in ("json", "toml"):
+        p = str(tmp_path / f"k.{ext}")
+        c.save(p)
+        back = load_cluster(p)
+        assert back.devices == c.devices and back.task_overhead_s == 0.002
+    plain = Cluster.from_dict({k: v for k, v in data.items() if k != "task_overhead_s"} | {"devices": [data["devices"][1]]})
+    assert plain.uniform_rates and "task_overhead_s" not in plain.to_dict()
+    assert "flops_per_s_by_kind" not in plain.to_dict()["devices"][0]
+    for bad, msg in [({"task_overhead_s": -1}, "task_overhead_s"),
+                     ({"devices": [dict(data["devices"][0], flops_per_s_by_kind={"gemm": 1e9})]}, "unknown kinds"),
+                     ({"devices": [dict(data["devices"][0], flops_per_s_by_kind={"conv": 0})]}, "conv"),
+                     ({"devices": [dict(data["devices"][0], flops_per_s_by_kind=[1, 2])]}, "must be an object")]:
+        with pytest.raises(ClusterError, match=msg):
+            Cluster.from_dict(json.loads(json.dumps(data | bad)))

@@ -56,10 +56,10 @@ def test_shared_parameters_counted_once(zoo):
 
 @pytest.mark.parametrize("grouping", ["coarse", "fine"])
 @pytest.mark.parametrize("link", ["shared", "mesh"])
-def test_fast_costs_equal_evaluate(zoo, grouping, link):
+def test_fast_costs_equal_evaluate(zoo, rated, grouping, link):
     _, _, g = zoo("lenet5")
     ng = dn.neuron_graph(g, grouping)
-    cl = iot(4, 64 * KiB, link, hetero=True)
+    cl = rated(iot(4, 64 * KiB, link, hetero=True))
     ev = dn.Evaluator(ng, cl)
     rng = np.random.default_rng(1)
     for _ in range(6):
@@ -86,7 +86,7 @@ def test_every_reported_plan_verifies(zoo, setup):
 
 @pytest.mark.parametrize("solver", ["cbc", "highs", "cpsat"])
 @pytest.mark.parametrize("objective", ["rate", "comm"])
-def test_exact_equals_brute_force(solver, objective):
+def test_exact_equals_brute_force(rated, solver, objective):
     net, x, g = tiny()
     ng = dn.neuron_graph(g, "coarse")
     assert len(ng.vertices) == 5
@@ -94,7 +94,7 @@ def test_exact_equals_brute_force(solver, objective):
     tol = 1e-6 if solver != "cpsat" else 1e-4
     for n, frac, link, het in [(2, 2.0, "shared", False), (3, 0.7, "shared", True), (3, 0.55, "mesh", True),
                                (3, 0.2, "mesh", False)]:
-        cl = iot(n, int(solo * frac), link, het)
+        cl = rated(iot(n, int(solo * frac), link, het))
         best, key = dn.brute_force(g, cl, objective=objective)
         e = dn.exact(g, cl, solver=solver, objective=objective, time_limit=60)
         if best is None:

@@ -7,6 +7,7 @@ from partopt.graph import LayerGraph
 from partopt.methods import dpfp
 from partopt.verify import verify
 from partopt.zoo import CLASSIC as ZOO, randomize
+from conftest import kinded
 
 GiB = 2 ** 30
 
@@ -182,9 +183,11 @@ SLOW_DEVICES = [  # compute dear, messages cheap: splitting pays, so the optimum
 
 
 MESH_HET = heterogeneous([("a", 2e7, GiB), ("b", 4e7, GiB), ("c", 1e7, GiB)], 1e9, 1e-4, "mesh", "mh3")
+# per-kind rates and a task overhead (conftest.kinded): the row tables split FLOPs by kind
+KINDED = [kinded(SLOW_DEVICES[0], 2e-4), kinded(SLOW_DEVICES[1], 2e-4), kinded(MESH_HET, 2e-4)]
 
 
-@pytest.mark.parametrize("cl", SLOW_DEVICES + [MESH_HET], ids=lambda c: c.name)
+@pytest.mark.parametrize("cl", SLOW_DEVICES + [MESH_HET] + KINDED, ids=lambda c: c.name)
 def test_row_dp_matches_brute_force(cl):
     """The row DP (no solver) against brute force: on a mesh over every order of the devices."""
     net, x, g = chain(size=16 if cl.link == "mesh" else 32)
@@ -207,7 +210,7 @@ def test_row_dp_matches_brute_force(cl):
 
 
 @pytest.mark.parametrize("solver", ["cpsat", "highs", "cbc"])
-@pytest.mark.parametrize("cl", SLOW_DEVICES + [MESH_HET], ids=lambda c: c.name)
+@pytest.mark.parametrize("cl", SLOW_DEVICES + [MESH_HET] + KINDED, ids=lambda c: c.name)
 def test_row_models_are_twins_of_the_dp(cl, solver):
     """MILP and CP-SAT (rows in a given order) agree with the DP: on a shared medium in the
     DP's order, on a mesh at their best over every order."""
@@ -317,7 +320,7 @@ def test_block_tables_in_one_walk_equal_per_block_tables_and_stage_span(zoo, nam
         ref = block_tables(g, [o for u in units[i:j] for o in u], inputs[i])
         assert [list(map(int, x)) for x in (tab.ff, tab.fg, tab.xf, tab.xg)] == [ref.ff, ref.fg, ref.xf, ref.xg]
         assert (tab.in_row_bytes, tab.out_row_bytes, tab.exact) == (ref.in_row_bytes, ref.out_row_bytes, ref.exact)
-    for cl in (preset("pi4x4"), preset("hetero3")):
+    for cl in (preset("pi4x4"), preset("hetero3"), kinded(preset("hetero3"))):
         for rows in ("speed", "optimal"):
             p = dpfp.problem(g, cl, rows=rows)
             for (i, j) in list(p.cost)[::4]:

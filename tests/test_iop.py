@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 
 import pytest
@@ -173,7 +174,7 @@ def test_exact_equals_brute_force_near_a_tenth_of_a_millisecond(solver):
 
 @pytest.mark.parametrize("solver", ["cbc", "highs", "cpsat"])
 @pytest.mark.parametrize("n, which", [(2, 0), (2, 1), (3, 1)])
-def test_exact_equals_brute_force(solver, n, which):
+def test_exact_equals_brute_force(rated, solver, n, which):
     """Over three bandwidths and three memory caps (none, and two that rule out the plan
     without pairs), the exact model finds the brute-force optimum, or proves there is none.
     Many channels on a small map make weights dominate memory, where pairs pay off."""
@@ -181,13 +182,11 @@ def test_exact_equals_brute_force(solver, n, which):
     paired = 0
     tol = 1e-6 if solver != "cpsat" else 1e-4
     for f in (0.1, 1.0, 10.0):
-        free = tiny_clusters(n)[which].scaled(f)
+        free = rated(tiny_clusters(n)[which].scaled(f))
         base_peak = evaluate(iop.plan_of(g, free, {}), g, free).peak_memory_bytes
         for cut in (None, 0.1, 0.3):
-            c = free if cut is None else heterogeneous(
-                [(d.name, d.flops_per_s, int(base_peak[d.name] * (1 - cut))) for d in free.devices],
-                free.bw(free.devices[0].name, free.devices[1].name), latency_s=free.latency_s,
-                link=free.link, name="capped")
+            c = free if cut is None else dataclasses.replace(free, name="capped", devices=tuple(
+                dataclasses.replace(d, memory_bytes=int(base_peak[d.name] * (1 - cut))) for d in free.devices))
             bf = iop.brute_force(g, c)
             ex = iop.exact(g, c, solver=solver)
             assert ex.status == ("optimal" if bf.feasible else "infeasible"), (f, cut, bf.reason)

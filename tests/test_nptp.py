@@ -12,6 +12,8 @@ from partopt.methods.baselines import coedge
 from partopt.verify import verify
 from partopt.zoo import example_input, load_model
 
+from conftest import kinded
+
 GiB = 2 ** 30
 
 
@@ -132,14 +134,30 @@ def test_tile_latency_counts_halo_and_compute(yolo_graph):
     assert comm["w_ob"] * tm.bw_in[0] == pytest.approx(t.px_c * t.grow[1] * t.bytes_per_px)
 
 
+def test_tile_model_prices_each_op_kind_at_its_own_rate(yolo_graph):
+    """With rates per kind, a device alone computes every op's FLOPs at its kind's rate."""
+    from partopt.cost import rate_kind, region_flops
+    cl = kinded(homogeneous(2))
+    tm = nptp.tile_model(yolo_graph, cl, (2, 2))
+    alone = nptp.tile_latency(tm, [(0, 2, 0, 2), (0, 0, 0, 0)])
+    dev = cl.devices[0]
+    spatial = {n for ops in nptp.layer_stages(yolo_graph) for n in ops
+               if yolo_graph.tensor_chw(ops[-1])[1:] != (1, 1)}
+    expect = sum(region_flops(op, Box.full(op.out_chw)) / dev.rate(rate_kind(op))
+                 for op in yolo_graph.ops if op.name in spatial)
+    assert alone == pytest.approx(expect, rel=1e-12)
+    assert alone != pytest.approx(sum(l.flops_per_cell * 4 for l in tm.layers) / dev.flops_per_s, rel=1e-3)
+
+
 SOLVERS = ["cpsat", "highs", "cbc"]
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
-@pytest.mark.parametrize("cluster_kind", ["pi3-shared", "het3-mesh", "het3-slow"])
+@pytest.mark.parametrize("cluster_kind", ["pi3-shared", "het3-mesh", "het3-slow", "het3-kinded"])
 @pytest.mark.parametrize("rows,cols", [(2, 2), (2, 3), (3, 3)])
 def test_exact_tile_model_equals_brute_force(yolo_graph, solver, cluster_kind, rows, cols):
-    cl = {"pi3-shared": homogeneous(3), "het3-mesh": _het3(12.5e6), "het3-slow": _het3(1.25e6)}[cluster_kind]
+    cl = {"pi3-shared": homogeneous(3), "het3-mesh": _het3(12.5e6), "het3-slow": _het3(1.25e6),
+          "het3-kinded": kinded(_het3(1.25e6))}[cluster_kind]
     tm = nptp.tile_model(yolo_graph, cl, (rows, cols))
     bf_rects, bf_cost = nptp.brute_force(tm)
     r = nptp.solve_tiles(tm, solver, time_limit=60)

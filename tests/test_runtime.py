@@ -270,16 +270,33 @@ def test_calibration_fits_one_speed_to_the_timed_ops(tmp_path, capsys):
     assert speed == pytest.approx(g.total_flops / sum(x.seconds for x in t))
     table = per_kind(t)
     assert sum(v["time_share"] for v in table.values()) == pytest.approx(1.0)
-    cal = calibrate(["lenet5"], "hetero3", repeats=1)
+    cal = calibrate(["lenet5"], "hetero3", repeats=1, overhead=False)
     base = preset("hetero3")
     assert cal.cluster.names == base.names and cal.cluster.link == base.link
     assert cal.cluster.bandwidth == base.bandwidth and cal.cluster.latency_s == base.latency_s
     assert all(d.flops_per_s == cal.flops_per_s for d in cal.cluster.devices)
+    assert all(dict(d.flops_per_s_by_kind) == cal.rates for d in cal.cluster.devices)
+    assert set(cal.rates) == {"conv", "eltwise", "linear", "pool"} and cal.cluster.task_overhead_s == 0
     out = str(tmp_path / "cal.json")
     assert main(["calibrate", "--model", "lenet5", "--like", "pi4x2", "--repeats", "1", "--out", out]) == 0
-    assert "fitted speed" in capsys.readouterr().out
-    assert load_cluster(out).names == ["pi0", "pi1"]
+    text = capsys.readouterr().out
+    assert "fitted speed" in text and "residual" in text and "per-task overhead" in text
+    written = load_cluster(out)
+    assert written.names == ["pi0", "pi1"] and written.task_overhead_s > 0
+    assert dict(written.devices[0].flops_per_s_by_kind).keys() == {"conv", "eltwise", "linear", "pool"}
     assert main(["calibrate", "--model", "nope", "--out", out]) == 2
+
+
+def test_fit_rates_recovers_known_rates():
+    """Synthetic timings made by the model itself (rates per kind and a constant per op) are fitted back."""
+    from partopt.calibrate import OpTiming, fit_rates
+    true = {"conv": 5e10, "pool": 1e9, "eltwise": 3e9}
+    ts = [OpTiming("m", f"op{i}", k, f, f / true[k] + 2e-5, k)
+          for i, (k, f) in enumerate([("conv", 1e9), ("conv", 3e8), ("conv", 2e7), ("pool", 4e6), ("pool", 1e5),
+                                      ("eltwise", 2e6), ("eltwise", 7e4), ("eltwise", 0)])]
+    rates, per_op, residual = fit_rates(ts)
+    assert rates == pytest.approx(true, rel=1e-6)
+    assert per_op == pytest.approx(2e-5, rel=1e-6) and residual < 1e-9
 
 
 def test_calibrate_concurrent_processes():

@@ -69,7 +69,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..cluster import Cluster
-from ..bounds import lower_bound, necessary_flops
+from ..bounds import lower_bound, necessary_flops_by_kind
 from ..errors import NotApplicableError, PartoptError, SolverError
 from ..geometry import Box
 from ..graph import LayerGraph
@@ -379,7 +379,7 @@ def _pick(graph, cluster, cands, source: Optional[str] = None):
     lower bound of every plan on the candidate's devices (:func:`partopt.bounds.lower_bound`),
     so it could not have been kept; ``skipped`` counts them. The plan returned is validated."""
     master = source or cluster.devices[0].name
-    work = necessary_flops(graph)
+    work = necessary_flops_by_kind(graph)
     bounds: dict = {}
 
     def bound(devices) -> float:

@@ -64,6 +64,7 @@ from typing import Optional
 import numpy as np
 
 from ..cluster import Cluster
+from ..cost import compute_time
 from ..errors import NotApplicableError, PartoptError, SolverError
 from ..geometry import Box, ranges_from_counts, split_proportional
 from ..graph import LayerGraph
@@ -94,6 +95,7 @@ class Vertex:
     flops: int
     out_bytes: int
     work_bytes: int      # working set beyond its own output while it runs (evaluate's rule)
+    flops_by_kind: tuple = ()    # its FLOPs per rate kind (partopt.cost.rate_kind)
 
 
 @dataclass
@@ -161,7 +163,7 @@ def neuron_graph(graph: LayerGraph, grouping: str | Grouping = "coarse") -> Neur
             c = cone(graph, s, Task("-", box))
             out = box.volume * batch * FLOAT_BYTES
             ids.append(len(verts))
-            verts.append(Vertex(i, box, c.flops, out, max(0, c.work_peak_bytes - out)))
+            verts.append(Vertex(i, box, c.flops, out, max(0, c.work_peak_bytes - out), c.flops_by_kind))
         by_stage.append(ids)
     # classes: a producer's elements grouped by the set of consumer vertices that read them
     cls_prod, cls_bytes, cls_stage, cons_k, cons_v = [], [], [], [], []
@@ -261,9 +263,17 @@ class Evaluator:
         self.inv_bw = np.array([[0.0 if a == b else 1.0 / cluster.bw(a, b) for b in names] for a in names])
         self.stage_of = np.array([v.stage for v in ng.vertices], dtype=np.int64)
         self.flops = np.array([v.flops for v in ng.vertices], dtype=float)
+        # secs[v, d]: seconds vertex v keeps device d busy (one task: the cost model's compute rule)
+        self.secs = np.array([[compute_time(dev, v.flops_by_kind, 1, cluster.task_overhead_s)
+                               for dev in cluster.devices] for v in ng.vertices], dtype=float).reshape(-1, self.n)
+        self._rows = np.arange(len(ng.vertices))
         self.out = np.array([v.out_bytes for v in ng.vertices], dtype=np.int64)
         self.work = np.array([v.work_bytes for v in ng.vertices], dtype=np.int64)
         self.last = np.flatnonzero(self.stage_of == ng.n_stages - 1)
+
+    def compute_s(self, x: np.ndarray) -> np.ndarray:
+        """Seconds each device computes under assignment ``x``."""
+        return np.bincount(x, weights=self.secs[self._rows, x], minlength=self.n)
 
     def link_bytes(self, x: np.ndarray) -> np.ndarray:
         """bytes[phase, sender, receiver]; phases: the stages, then the final gather."""
@@ -285,7 +295,7 @@ class Evaluator:
         bl = self.link_bytes(x)
         lat = self.cluster.latency_s
         link_s = (bl > 0).sum(axis=0) * lat + bl.sum(axis=0) * self.inv_bw
-        comp = np.bincount(x, weights=self.flops, minlength=n) / self.speed
+        comp = self.compute_s(x)
         if self.cluster.link == "shared":
             busiest = max(comp.max(), link_s.sum())
         else:
@@ -358,7 +368,7 @@ def greedy_assignment(ng: NeuronGraph, ev: Evaluator) -> np.ndarray:
             if best is None or over[d] < best_over:
                 best, best_over = d, over[d]
         x[v] = best
-        load[best] += ng.vertices[v].flops / ev.speed[best]
+        load[best] += ev.secs[v, best]
         placed.append(v)
     return x
 
@@ -492,7 +502,7 @@ def improve(ng: NeuronGraph, ev: Evaluator, x: np.ndarray, objective: str = "rat
         best, best_x = cur, None
         y_over = cur[0]
         for _ in range(steps):
-            load = np.bincount(y, weights=ev.flops, minlength=ev.n) / ev.speed
+            load = ev.compute_s(y)
             step_best, move = None, None
             for v in np.flatnonzero(~locked):
                 targets = {int(y[u]) for u in nb[v]} | {int(np.argmin(load))}
@@ -610,7 +620,7 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
     n, V, S, src = ev.n, len(ng.vertices), ng.n_stages, 0
     names = cluster.names
     lat = cluster.latency_s
-    horizon = float(ev.flops.sum() / ev.speed.min() + (ng.cls_bytes.sum() * n + ev.out.sum()) * ev.inv_bw.max()
+    horizon = float(ev.secs.max(axis=1).sum() + (ng.cls_bytes.sum() * n + ev.out.sum()) * ev.inv_bw.max()
                     + lat * (S + 1) * n * n) + 1.0
     b = builder(solver, horizon)
     x = {(v, d): b.boolean(f"x_{v}_{d}") for v in range(V) for d in range(n)}
@@ -701,7 +711,7 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
         for d in range(n):
             ex = Lin()
             for v in range(V):
-                ex = ex + Lin.var(x[(v, d)], float(ev.flops[v] / ev.speed[d]))
+                ex = ex + Lin.var(x[(v, d)], float(ev.secs[v, d]))
             b.at_least(B, ex)
         if cluster.link == "shared":
             tot = Lin()
@@ -764,7 +774,8 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
         devs = cluster.devices
         for d in range(1, n - 1):
             a, c = devs[d], devs[d + 1]
-            if (a.flops_per_s, a.memory_bytes) == (c.flops_per_s, c.memory_bytes) and all(
+            if (a.flops_per_s, a.flops_per_s_by_kind, a.memory_bytes) == (c.flops_per_s, c.flops_per_s_by_kind,
+                                                                           c.memory_bytes) and all(
                     cluster.bw(a.name, o) == cluster.bw(c.name, o) and cluster.bw(o, a.name) == cluster.bw(o, c.name)
                     for o in names if o not in (a.name, c.name)):
                 ex = Lin()

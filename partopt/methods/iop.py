@@ -72,7 +72,7 @@ from ..errors import PlanError, SolverError
 from ..geometry import Box, ranges_from_counts, split_proportional
 from ..graph import LayerGraph
 from ..maxplus import Lin, SymSchedule, SymStage, builder
-from ..plan import Plan, Stage, Task, build_plan, cone, evaluate, memory_terms
+from ..plan import Plan, Stage, Task, build_plan, cone, evaluate, memory_terms, stage_compute_s
 from ..solvers import Solution
 from .baselines import layer_stages, split_channels, split_tasks
 
@@ -352,14 +352,15 @@ def brute_force(graph: LayerGraph, cluster: Cluster, *, model: str = "model", so
 # ---------------------------------------------------------------------------------------
 @dataclass
 class StageData:
-    """A stage as the exact model sees it: constant transfers, and per device its FLOPs and
-    activation bytes as affine functions of its channel count in the stage's pair."""
+    """A stage as the exact model sees it: constant transfers, and per device its compute
+    seconds (:func:`partopt.plan.stage_compute_s`) and activation bytes as affine functions of
+    its channel count in the stage's pair."""
 
     label: tuple[str, object]
     transfers: list
     output: str
     needs: dict[str, list[str]]
-    flops: dict[str, tuple[float, float]]     # device -> (constant, per channel)
+    seconds: dict[str, tuple[float, float]]   # device -> (constant s, s per channel)
     act: dict[str, tuple[float, float]]       # device -> (constant bytes, bytes per channel)
 
 
@@ -380,19 +381,18 @@ class ModelData:
     sink: str
 
 
-def _concrete(graph: LayerGraph, plan: Plan):
-    """Per stage: (transfers, output, needs, flops per device, activation per device); and
-    weight bytes per (device, op)."""
+def _concrete(graph: LayerGraph, cluster: Cluster, plan: Plan):
+    """Per stage: (transfers, output, needs, compute seconds per device, activation per device);
+    and weight bytes per (device, op)."""
     mt = memory_terms(plan, graph)
     out = []
     for i, s in enumerate(plan.stages):
-        flops: dict[str, int] = {}
         needs: dict[str, set] = {}
         for t in s.tasks:
             c = cone(graph, s.ops, t)
-            flops[t.device] = flops.get(t.device, 0) + c.flops
             needs.setdefault(t.device, set()).update(x for x, b in c.needs.items() if not b.empty)
-        out.append((s.transfers, s.output, {d: sorted(v) for d, v in needs.items()}, flops, mt.stage_act[i]))
+        out.append((s.transfers, s.output, {d: sorted(v) for d, v in needs.items()},
+                    stage_compute_s(graph, cluster, s), mt.stage_act[i]))
     return out, mt.weights, mt.final_act
 
 
@@ -416,7 +416,7 @@ def model_data(graph: LayerGraph, cluster: Cluster, pairs: list[Pair], source: O
     names = cluster.names
     groups = layer_stages(graph)
     base = plan_of(graph, cluster, {}, source=source)
-    stages0, w0, final_act = _concrete(graph, base)
+    stages0, w0, final_act = _concrete(graph, cluster, base)
     single = [StageData(("S", k), *stages0[k][:3], {d: (f, 0.0) for d, f in stages0[k][3].items()},
                         {d: (a, 0.0) for d, a in stages0[k][4].items()}) for k in range(len(groups))]
     w_single = [{d: sum(w0.get((d, op), 0) for op in groups[k]) for d in names} for k in range(len(groups))]
@@ -471,7 +471,7 @@ def _read(graph, cluster, chosen, groups, source):
     """pair -> (its three stages' concrete data, device -> weight bytes of its ops)."""
     plan = plan_of(graph, cluster, chosen, source=source)
     _, labels = stages_of(graph, cluster, chosen)
-    stages, w, _ = _concrete(graph, plan)
+    stages, w, _ = _concrete(graph, cluster, plan)
     out = {}
     for p in chosen:
         idx = [i for i, (kind, q) in enumerate(labels) if q == p and kind in "ABR"]
@@ -494,18 +494,17 @@ def _load_cuts(b, data: "ModelData", cluster: Cluster, x: dict, s: list, n: dict
     at a time), and at least the seconds of every message on the shared medium (or on each link
     of a mesh) summed over the stages that run. The pairing binaries choose which stages run,
     so at a fractional point these rows still count the cheaper of each layer's two ways."""
-    speed = {d.name: d.flops_per_s for d in cluster.devices}
     for di, d in enumerate(cluster.names):
         load = Lin()
         for k, sd in enumerate(data.single):
-            f0, _ = sd.flops.get(d, (0.0, 0.0))
-            load = load + Lin.var(s[k], f0 / speed[d])
+            f0, _ = sd.seconds.get(d, (0.0, 0.0))
+            load = load + Lin.var(s[k], f0)
         for i, p in enumerate(data.pairs):
             for j, sd in enumerate(data.paired[p]):
-                f0, f1 = sd.flops.get(d, (0.0, 0.0))
+                f0, f1 = sd.seconds.get(d, (0.0, 0.0))
                 if f0 or f1:
                     y = b.time(f"load_{i}_{j}_{di}")
-                    b.at_least(y, affine(p, d, f0, f1).scaled(1.0 / speed[d]), when=x[p])
+                    b.at_least(y, affine(p, d, f0, f1), when=x[p])
                     load = load + Lin.var(y)
         b.at_least(latency, load)
     links = [None] if cluster.link == "shared" else [(a, c) for a in cluster.names for c in cluster.names if a != c]
@@ -526,11 +525,10 @@ def build_model(data: ModelData, cluster: Cluster, solver: str = "highs", forced
     ``cuts``: add the per-resource load cuts (:func:`_load_cuts`; off by default, see
     :func:`exact`)."""
     names = cluster.names
-    speed = {d.name: d.flops_per_s for d in cluster.devices}
 
     def dur_max(sd: StageData, counts_hi: int) -> float:
         comm = sum(cluster.latency_s + t.nbytes / cluster.bw(t.src, t.dst) for t in sd.transfers)
-        return comm + max([(f0 + f1 * counts_hi) / speed[d] for d, (f0, f1) in sd.flops.items()] + [0.0])
+        return comm + max([max(f0 + f1 * counts_hi, f0) for d, (f0, f1) in sd.seconds.items()] + [0.0])
 
     horizon = sum(dur_max(sd, 0) for sd in data.single)
     horizon += sum(dur_max(sd, p.channels) for p, sds in data.paired.items() for sd in sds)
@@ -559,14 +557,14 @@ def build_model(data: ModelData, cluster: Cluster, solver: str = "highs", forced
     def affine(p: Optional[Pair], d: str, c0: float, c1: float) -> Lin:
         return Lin.of(c0) + (Lin.var(n[(p, d)], c1) if p is not None and c1 else Lin())
 
-    sch = SymSchedule(b, speed, names, link=cluster.link, latency_s=cluster.latency_s, bw=cluster.bw)
+    sch = SymSchedule(b, names, link=cluster.link, latency_s=cluster.latency_s, bw=cluster.bw)
     ends = {}
     for p in data.pairs:
         ends.setdefault(p.b_group, []).append(p)
 
     def sym(sd: StageData, p: Optional[Pair]) -> SymStage:
         return SymStage(str(sd.label[0]), sd.transfers, sd.output, sd.needs,
-                        {d: affine(p, d, *fc) for d, fc in sd.flops.items()})
+                        {d: affine(p, d, *fc) for d, fc in sd.seconds.items()})
 
     for k in range(data.layers):
         sch.stage(sym(data.single[k], None), s[k])

@@ -29,7 +29,8 @@ Its objective is the sum over layers of the layer's latency (mesh: the slowest d
 halo + compute; shared medium: all halos in turn, then the slowest compute). It is solved
 with CP-SAT (corner coordinates, ``NoOverlap2D``) or as a MILP through PuLP (cell
 binaries); :func:`brute_force` enumerates every tiling of tiny grids. The tile model is a
-closed form, not :func:`~partopt.plan.evaluate`: it ignores per-message latency and memory,
+closed form, not :func:`~partopt.plan.evaluate`: it ignores per-message latency, the per-task
+overhead (``task_overhead_s``) and memory (it does price each device's per-kind rates),
 counts a receiver's halo bytes in sequence (a mesh's parallel links would overlap them),
 and prices cells fractionally where a map is not a multiple of the grid. The gap between
 the grid heuristic (:func:`grid_heuristic`, MPA on the cells, priced by the tile model) and
@@ -240,11 +241,14 @@ class InputTerm:
 
 @dataclass(frozen=True)
 class LayerTerm:
-    """One spatial layer: its output op, FLOPs per cell of output, and the tensors it reads."""
+    """One spatial layer: its output op, FLOPs per cell of output, the seconds one cell takes on
+    each device (cluster order; the cost model's per-kind rates, :func:`partopt.cost.compute_time`),
+    and the tensors it reads."""
 
     name: str
     flops_per_cell: float
     inputs: tuple[InputTerm, ...]
+    seconds_per_cell: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -298,12 +302,13 @@ def tile_model(graph: LayerGraph, cluster: Cluster, grid_rc: tuple[int, int] = (
         c, h, w = graph.tensor_chw(ops[-1])
         if h == 1 and w == 1:
             continue
-        flops = cone(graph, ops, Task("_", Box(0, c, 0, h, 0, w))).flops
+        whole = cone(graph, ops, Task("_", Box(0, c, 0, h, 0, w)))
         ins = []
         for t, g in _growth(graph, ops, c, h, w).items():
             ct, ht, wt = graph.tensor_chw(t)
             ins.append(InputTerm(t, ht / gr, wt / gc, g, ct * graph.batch * 4.0, t == graph.input_name))
-        layers.append(LayerTerm(ops[-1], flops / (gr * gc), tuple(ins)))
+        layers.append(LayerTerm(ops[-1], whole.flops / (gr * gc), tuple(ins),
+                                tuple(d.seconds(whole.flops_by_kind) / (gr * gc) for d in cluster.devices)))
     return TileModel(gr, gc, names, tuple(d.flops_per_s for d in cluster.devices), bw_in, cluster.link,
                      names.index(src), tuple(layers))
 
@@ -343,7 +348,7 @@ def device_terms(tm: TileModel, layer: LayerTerm, d: int) -> tuple[dict[str, flo
         for k, v in reg.items():
             comm[k] += v * t.bytes_per_px / tm.bw_in[d]
     comp = {k: 0.0 for k in BASIS}
-    comp["hw"] = layer.flops_per_cell / tm.speed[d]
+    comp["hw"] = layer.seconds_per_cell[d]
     return comm, comp
 
 
@@ -458,6 +463,12 @@ def _coefs(tm: TileModel):
     return [[device_terms(tm, layer, d) for d in range(len(tm.names))] for layer in tm.layers]
 
 
+def _alike(tm: TileModel, d1: int, d2: int) -> bool:
+    """Devices the tile model cannot tell apart: same speed on every layer and same incoming link."""
+    return (tm.speed[d1] == tm.speed[d2] and tm.bw_in[d1] == tm.bw_in[d2]
+            and all(l.seconds_per_cell[d1] == l.seconds_per_cell[d2] for l in tm.layers))
+
+
 def _horizon(tm: TileModel) -> float:
     """An upper bound on the tile model's latency (seconds): the grid heuristic's."""
     return grid_heuristic(tm)[1]
@@ -520,10 +531,9 @@ def build_cpsat(tm: TileModel, hint: Optional[Sequence[Rect]] = None):
     # in the order of the tiles' top-left cells (an empty tile sits at the origin, first)
     for d1 in range(n):
         for d2 in range(d1 + 1, n):
-            same = tm.speed[d1] == tm.speed[d2] and tm.bw_in[d1] == tm.bw_in[d2]
-            if same and tm.source not in (d1, d2) and not any(tm.speed[k] == tm.speed[d1] and
-                                                               tm.bw_in[k] == tm.bw_in[d1] and
-                                                               k != tm.source for k in range(d1 + 1, d2)):
+            same = _alike(tm, d1, d2)
+            if same and tm.source not in (d1, d2) and not any(_alike(tm, k, d1) and k != tm.source
+                                                               for k in range(d1 + 1, d2)):
                 m.add(v["a"][d1] * C + v["c"][d1] <= v["a"][d2] * C + v["c"][d2])
     # times
     top = int(math.ceil(_horizon(tm) * TICKS_PER_S * 1.01)) + 1000

@@ -24,7 +24,9 @@ each op's end, independently. So for a segment [a, b):
 
 The four tables come from :meth:`partopt.graph.Op.input_windows` (the one geometry). Then:
 
-- compute (s) = FLOPs / speed; message (s) = latency + bytes / bandwidth, zero for an idle device;
+- compute (s) = each kind's FLOPs / the device's rate for it (the FF and FG tables are kept per
+  rate kind, :func:`rate_groups`) + the cluster's per-task overhead (a segment is one task);
+  message (s) = latency + bytes / bandwidth, zero for an idle device;
 - the master's messages go to the devices in the cluster's order, each device computes, the
   messages come back in the cluster's order; on a ``shared`` medium one message at a time (the gather starts
   after the scatter), on a ``mesh`` each pair on its own link.
@@ -58,7 +60,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..cluster import Cluster
-from ..cost import region_flops
+from ..cost import rate_kind, region_flops
 from ..errors import SolverError
 from ..geometry import Box
 from ..graph import LayerGraph
@@ -83,6 +85,29 @@ class BlockTables:
     # False when some op's window of one row lies wholly in the padding: ``cone`` drops such an
     # empty region from its hull, the tables do not, so the block is priced by ``stage_span``
     exact: bool = True
+    # ff and fg split by rate kind (partopt.cost.rate_kind): (kind, ff of that kind, fg of that kind)
+    by_kind: tuple = ()
+
+
+def rate_groups(tab: BlockTables, device) -> list[tuple[float, object, object]]:
+    """(FLOP/s, FF, FG) per distinct rate of ``device`` over the block's op kinds: the FLOP
+    tables of the kinds that run at one rate summed, so a device with one rate for every kind
+    has the single group (flops_per_s, ff, fg). A segment [a, b) computes for
+    ``sum((FG[b] - FF[a]) / rate) + task_overhead_s`` seconds (:func:`partopt.cost.compute_time`)."""
+    groups: dict[float, list] = {}
+    for kind, ff, fg in tab.by_kind:
+        r = device.rate(kind)
+        if r in groups:
+            groups[r] = [_add(groups[r][0], ff), _add(groups[r][1], fg)]
+        else:
+            groups[r] = [ff, fg]
+    if not groups:
+        return [(device.flops_per_s, tab.ff, tab.fg)]
+    return [(r, ff, fg) for r, (ff, fg) in groups.items()]
+
+
+def _add(x, y):
+    return [a + b for a, b in zip(x, y)] if isinstance(x, list) else x + y
 
 
 @dataclass
@@ -122,7 +147,8 @@ def block_tables(graph: LayerGraph, ops: list[str], block_input: str) -> BlockTa
     """The tables of the block ``ops`` reading ``block_input`` (see the module doc): the walk of
     :func:`all_block_tables` over the block as one unit, entries as lists."""
     tab = all_block_tables(graph, [list(ops)], [block_input])[(0, 1)]
-    return dataclasses.replace(tab, **{k: getattr(tab, k).tolist() for k in ("ff", "fg", "xf", "xg")})
+    return dataclasses.replace(tab, **{k: getattr(tab, k).tolist() for k in ("ff", "fg", "xf", "xg")},
+                               by_kind=tuple((k, ff.tolist(), fg.tolist()) for k, ff, fg in tab.by_kind))
 
 
 def _flop_prefix(op, e: Box):
@@ -156,13 +182,20 @@ def all_block_tables(graph: LayerGraph, units: list[list[str]], inputs: list[str
         rows_f, rows_g = {last: start}, {last: start}
         ff = np.zeros(h_out + 1, dtype=np.int64)
         fg = np.zeros(h_out + 1, dtype=np.int64)
+        kf: dict[str, object] = {}
+        kg: dict[str, object] = {}
         empty = False
         for i in range(j - 1, first_i - 1, -1):
             for name in reversed(units[i]):
                 op = graph.op[name]
                 pre = _flop_prefix(op, whole.regions[name])
-                ff = ff + pre[rows_f[name]]
-                fg = fg + pre[rows_g[name]]
+                pf, pg = pre[rows_f[name]], pre[rows_g[name]]
+                ff = ff + pf
+                fg = fg + pg
+                if pre[-1]:
+                    k = rate_kind(op)
+                    kf[k] = kf[k] + pf if k in kf else pf
+                    kg[k] = kg[k] + pg if k in kg else pg
                 for k, t in enumerate(op.inputs):
                     lo, hi = _row_maps(graph, name, k)
                     empty |= graph.__dict__["_row_map_empty"][(name, k)]
@@ -173,7 +206,8 @@ def all_block_tables(graph: LayerGraph, units: list[list[str]], inputs: list[str
             need = whole.regions[x] if x in whole.regions else whole.needs[x]
             out[(i, j)] = BlockTables(h_out, ff.copy(), fg.copy(), rows_f[x].copy(), rows_g[x].copy(),
                                       (need.c1 - need.c0) * (need.w1 - need.w0) * graph.batch * FLOAT_BYTES,
-                                      c_out * w_out * graph.batch * FLOAT_BYTES, not empty)
+                                      c_out * w_out * graph.batch * FLOAT_BYTES, not empty,
+                                      tuple((k, kf[k].copy(), kg[k].copy()) for k in sorted(kf)))
     return out
 
 
@@ -218,7 +252,8 @@ def _milp(tab: BlockTables, cluster: Cluster, master: str, order: Optional[list[
     # the largest time one device's term can take: a tight big-M keeps integrality tolerance
     # (about 1e-6 of a binary) from leaking into the times
     slowest_bw = min(cluster.bandwidth.values()) / US if cluster.bandwidth else 1.0
-    big = (max(tab.fg) / min(d.flops_per_s / US for d in cluster.devices)
+    ovh = cluster.task_overhead_s * US
+    big = (max(sum(max(fg) / (r / US) for r, _, fg in rate_groups(tab, d)) for d in cluster.devices) + ovh
            + (max(tab.xg) * tab.in_row_bytes + h * tab.out_row_bytes) / slowest_bw + 2 * lat)
     comp, scat, gath, act = {}, {}, {}, {}
     for k, d in enumerate(devs, start=1):
@@ -226,9 +261,10 @@ def _milp(tab: BlockTables, cluster: Cluster, master: str, order: Optional[list[
         act[d] = pulp.LpVariable(f"active_{d}", cat="Binary")
         prob += b - a >= act[d], f"active_lo_{d}"
         prob += b - a <= h * act[d], f"active_hi_{d}"
-        speed = cluster.device(d).flops_per_s / US          # FLOPs per microsecond
+        work = pulp.lpSum((pick(k, fg) - pick(k - 1, ff)) / (r / US)       # r / US: FLOPs per microsecond
+                          for r, ff, fg in rate_groups(tab, cluster.device(d)))
         comp[d] = pulp.LpVariable(f"compute_{d}", lowBound=0)
-        prob += comp[d] >= (pick(k, tab.fg) - pick(k - 1, tab.ff)) / speed - big * (1 - act[d]), f"compute_{d}"
+        prob += comp[d] >= work + ovh - big * (1 - act[d]), f"compute_{d}"
         if d == master:
             continue
         scat[d] = pulp.LpVariable(f"scatter_{d}", lowBound=0)
@@ -288,10 +324,10 @@ def _cpsat(tab: BlockTables, cluster: Cluster, master: str, order: Optional[list
         act[d] = m.new_bool_var(f"active_{d}")
         m.add(b >= a + 1).only_enforce_if(act[d])
         m.add(b == a).only_enforce_if(~act[d])
-        speed = cluster.device(d).flops_per_s
-        fg = look(b, [round(f * PS / speed) for f in tab.fg], f"fg_{d}")
-        ff = look(a, [round(f * PS / speed) for f in tab.ff], f"ff_{d}")
-        comp[d] = gated(fg - ff, act[d], f"compute_{d}")
+        groups = rate_groups(tab, cluster.device(d))
+        fg = look(b, [round(sum(t[i] * PS / r for r, _, t in groups)) for i in range(h + 1)], f"fg_{d}")
+        ff = look(a, [round(sum(t[i] * PS / r for r, t, _ in groups)) for i in range(h + 1)], f"ff_{d}")
+        comp[d] = gated(fg - ff + round(cluster.task_overhead_s * PS), act[d], f"compute_{d}")
         if d == master:
             continue
         xg = look(b, tab.xg, f"xg_{d}")
@@ -347,7 +383,7 @@ def device_terms(tab: BlockTables, cluster: Cluster, master: str, d: str, a, b):
     """Seconds of device ``d`` for the segment [a, b): (scatter, compute, gather), the module
     doc's rules; scatter and gather are zero for the master. ``a`` and ``b`` are row indices or
     numpy index arrays (then every term is an array, broadcast)."""
-    comp = (tab.fg[b] - tab.ff[a]) / cluster.device(d).flops_per_s
+    comp = sum((fg[b] - ff[a]) / r for r, ff, fg in rate_groups(tab, cluster.device(d))) + cluster.task_overhead_s
     if d == master:
         return comp * 0.0, comp, comp * 0.0
     scat = cluster.latency_s + (tab.xg[b] - tab.xf[a]) * tab.in_row_bytes / cluster.bw(master, d)
@@ -362,7 +398,8 @@ def _time_tables(tab: BlockTables, cluster: Cluster, master: str, d: str):
     a = np.arange(tab.h + 1)[:, None]
     b = np.arange(tab.h + 1)[None, :]
     inf = np.where(b <= a, np.inf, 0.0)
-    arrays = dataclasses.replace(tab, **{k: np.asarray(getattr(tab, k)) for k in ("ff", "fg", "xf", "xg")})
+    arrays = dataclasses.replace(tab, **{k: np.asarray(getattr(tab, k)) for k in ("ff", "fg", "xf", "xg")},
+                                 by_kind=tuple((k, np.asarray(ff), np.asarray(fg)) for k, ff, fg in tab.by_kind))
     return tuple(t + inf for t in device_terms(arrays, cluster, master, d, a, b))
 
 
@@ -403,7 +440,9 @@ def _device_classes(cluster: Cluster, master: str) -> list[list[str]]:
     source), the source alone in its class; classes in the cluster's order."""
     key: dict[tuple, list[str]] = {}
     for d in cluster.names:
-        k = ("source",) if d == master else (cluster.device(d).flops_per_s, cluster.bw(master, d), cluster.bw(d, master))
+        dev = cluster.device(d)
+        k = ("source",) if d == master else (dev.flops_per_s, dev.flops_per_s_by_kind, cluster.bw(master, d),
+                                             cluster.bw(d, master))
         key.setdefault(k, []).append(d)
     return list(key.values())
 
