@@ -181,8 +181,24 @@ def default_solvers() -> str:
 
 def runtime() -> str:
     from bench_runtime import per_cluster
-    return _table(["model", "cluster", "plans", "verified", "ratio median", "ratio min-max", "tau", "clear pairs",
-                   "clear pairs flipped"], per_cluster(_rows("runtime.csv")))
+    return _table(["model", "cluster", "plans", "verified", "ratio median", "ratio min-max", "within 0.8-1.25", "tau",
+                   "clear pairs", "clear pairs flipped"], per_cluster(_rows("runtime.csv")))
+
+
+def runtime_compare() -> str:
+    """Per model and cluster: the one-speed cost model (runtime_one_speed.csv) against rates per
+    kind with the per-task overhead (runtime.csv)."""
+    from bench_runtime import per_cluster
+    old = {(r[0], r[1]): r for r in per_cluster(_rows("runtime_one_speed.csv"))}
+    out = []
+    for r in per_cluster(_rows("runtime.csv")):
+        o = old.get((r[0], r[1]))
+        if o is None:
+            continue
+        flips = lambda row: 0 if row[9] == "none" else len(row[9].split(", "))      # noqa: E731
+        out.append([r[0], r[1], f"{o[4]} -> {r[4]}", f"{o[6]} -> {r[6]}", f"{o[7]} -> {r[7]}",
+                    f"{flips(o)} -> {flips(r)}"])
+    return _table(["model", "cluster", "ratio median", "within 0.8-1.25", "tau", "clear pairs flipped"], out)
 
 
 def core() -> str:
@@ -421,7 +437,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "demo": demo, "default-counts": default_counts, "best": best_summary, "best-bound": best_bound_histogram, "best-exact": best_exact,
     "default-union": default_union,
     "iop-gap": iop_gap, "iop-vs-coedge": iop_vs_coedge, "iop-large": iop_large, "dpfp-gap": dpfp_gap, "dpfp-zoo": dpfp_zoo, "dpfp-speed": dpfp_speed, "nptp-gap": nptp_gap,
-    "default-summary": default_summary, "default-solvers": default_solvers, "runtime": runtime, "core": core,
+    "default-summary": default_summary, "default-solvers": default_solvers, "runtime": runtime, "runtime-compare": runtime_compare, "core": core,
     "dn2pciot": dn2pciot, "reproductions": reproductions, "models": models, "ops": ops, "edge-zoo": edge_zoo,
 }
 PATTERN = re.compile(r"(<!-- generated:(?P<name>[\w-]+) \(benchmarks/readme_tables.py\) -->\n)(?P<body>.*?)"

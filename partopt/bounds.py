@@ -183,7 +183,8 @@ def lower_bound(graph: LayerGraph, cluster: Cluster, source: Optional[str] = Non
                 work: Optional[dict[str, int]] = None) -> LowerBound:
     """The smallest T at which the devices, each from its earliest start ``a_d`` plus one task
     overhead, can compute the necessary FLOPs (module doc), seconds. With one rate per device:
-    the smallest T with sum_d f_d * max(0, T - a_d - overhead) >= necessary FLOPs. With rates
+    the smallest T with sum_d f_d * max(0, T - a_d - overhead) >= necessary FLOPs (overhead: one
+    task's and one stage's). With rates
     per kind (``flops_per_s_by_kind``): a small LP (:func:`_kinds_lp`), work of each kind split
     fractionally over the devices. ``work``: :func:`necessary_flops_by_kind` of ``graph`` when
     the caller already has it (bounds on several sub-clusters of one model). On
@@ -195,15 +196,16 @@ def lower_bound(graph: LayerGraph, cluster: Cluster, source: Optional[str] = Non
     work = necessary_flops_by_kind(graph) if work is None else work
     total = sum(work.values())
     starts = earliest_arrivals(graph, cluster, source)
-    # a device that computes anything runs at least one task: it is busy for the task overhead
+    # a device that computes anything runs at least one task in one stage: it is busy for the
+    # task and stage overheads
     # besides its FLOPs, so its FLOPs fit in [a_d + overhead, T]
-    ready = {d: a + cluster.task_overhead_s for d, a in starts.items()}
+    ready = {d: a + cluster.one_task_overhead_s for d, a in starts.items()}
     if any(d.flops_per_s_by_kind for d in cluster.devices):
         if cluster.link == "shared" and len(starts) > 1:
             # which device is fastest depends on the kind, so the slots are not ordered by
             # speed: every other device may have the first slot (weaker, still valid)
             first = min(a for d, a in starts.items() if d != source)
-            ready = {d: (0.0 if d == source else first) + cluster.task_overhead_s for d in starts}
+            ready = {d: (0.0 if d == source else first) + cluster.one_task_overhead_s for d in starts}
         zero = _kinds_lp(cluster, work, {d: 0.0 for d in starts})
         t = _kinds_lp(cluster, work, ready)
         return LowerBound(max(t, zero), total, zero, starts)

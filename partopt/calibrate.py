@@ -12,11 +12,12 @@ non-negative); the fit's relative residual says how well one rate per kind expla
 (kept as each device's ``flops_per_s``: the fallback for kinds without a rate and the speed the
 heuristics split work by).
 
-:func:`probe_overhead` measures the per-task overhead as the runtime pays it: it runs a
-layer-by-layer plan of a small model with :func:`partopt.runtime.run` on a network with no
-latency and no bandwidth limit, where each device runs one task per stage, and divides the
-measured latency beyond the fitted compute by the number of stages (each stage's messages,
-status and Python per task; "empty" stages). ``concurrent=N`` times ops in N processes at
+:func:`probe_overhead` measures the per-stage and per-task overheads as the runtime pays them:
+it runs a layer-by-layer plan of a small model with :func:`partopt.runtime.run` on a network with
+no latency and no bandwidth limit (nearly "empty" stages: each stage's messages, status and
+Python), once with one task per device and stage and once with every task cut into four, and
+splits the measured latency beyond the fitted compute, per stage, into a part per stage and a
+part per task. ``concurrent=N`` times ops in N processes at
 once, as N ranks would compute on a machine with fewer cores than ranks; each op's time is the
 mean over the processes.
 
@@ -66,8 +67,8 @@ class OpTiming:
 @dataclass
 class Calibration:
     """The fitted speed (FLOP/s), the rate per kind (FLOP/s), the per-op constant and the
-    per-task overhead (s), the fit's relative residual, the per-kind table, and the cluster that
-    carries them."""
+    per-task and per-stage overheads (s), the fit's relative residual, the per-kind table, the
+    overhead probe's numbers, and the cluster that carries them."""
 
     flops_per_s: float
     per_kind: dict[str, dict[str, float]]
@@ -80,6 +81,8 @@ class Calibration:
     per_op_s: float = 0.0
     residual: float = 0.0
     task_overhead_s: float = 0.0
+    stage_overhead_s: float = 0.0
+    probe: dict[str, float] = field(default_factory=dict)
 
 
 def time_ops(model: str, input_shape: Optional[tuple[int, ...]] = None, repeats: int = 5, threads: int = 1,
@@ -183,37 +186,78 @@ def _time_all(models: list[str], repeats: int, threads: int) -> list[OpTiming]:
     return [t for m in models for t in time_ops(m, repeats=repeats, threads=threads)]
 
 
+def split_tasks(stages, k: int):
+    """Copies of ``stages`` (unrouted) with every task cut into up to ``k`` tasks of the same
+    device: along rows where the box has at least ``k``, else along channels."""
+    from .geometry import ranges_from_counts, split_proportional
+    from .plan import Stage, Task
+
+    out = []
+    for s in stages:
+        tasks = []
+        for t in s.tasks:
+            b = t.box
+            if t.in_channels is None and b.h1 - b.h0 >= k:
+                parts = [Box(b.c0, b.c1, b.h0 + lo, b.h0 + hi, b.w0, b.w1)
+                         for lo, hi in ranges_from_counts(split_proportional(b.h1 - b.h0, [1] * k))]
+            elif t.in_channels is None and b.c1 - b.c0 >= k:
+                parts = [Box(b.c0 + lo, b.c0 + hi, b.h0, b.h1, b.w0, b.w1)
+                         for lo, hi in ranges_from_counts(split_proportional(b.c1 - b.c0, [1] * k))]
+            else:
+                parts = [b]
+            tasks += [Task(t.device, p, t.in_channels) for p in parts]
+        out.append(Stage(list(s.ops), tasks, gather_to=s.gather_to))
+    return out
+
+
+PROBE_SPLIT = 4     # the second probe cuts every task of the first into this many
+
+
 def probe_overhead(cluster: Cluster, model: str = "lenet5", repeats: int = 5, threads: int = 1) -> dict[str, float]:
-    """The per-task overhead (s) the runtime pays on this machine (module doc): ``model``'s
-    layer-by-layer (``coedge``) plan on ``cluster``'s devices and rates, run with
-    :func:`partopt.runtime.run` over links with no latency and no bandwidth limit; the measured
-    latency beyond the cost model's prediction without overhead, per stage. Returns
-    {task_overhead_s, measured_s, predicted_s, stages}."""
+    """The per-stage and per-task overheads (s) the runtime pays on this machine (module doc).
+
+    Two runs with :func:`partopt.runtime.run` over links with no latency and no bandwidth limit:
+    ``model``'s layer-by-layer (``coedge``) plan on ``cluster``'s devices and rates, where each
+    device runs one task per stage, and the same plan with every task cut into
+    :data:`PROBE_SPLIT`. Each run's measured latency beyond the cost model's prediction without
+    overheads, per stage, is ``stage + tasks x task`` overhead; the two runs give both (least
+    squares over two equations, each kept >= 0). Returns {task_overhead_s, stage_overhead_s,
+    stages, and each run's measured_s and predicted_s}."""
     from .methods import METHODS
-    from .plan import evaluate
+    from .plan import build_plan, evaluate
     from .runtime import RunOptions, run
     from .zoo import example_input, load_model
 
     names = cluster.names
     free = Cluster(f"{cluster.name}-probe", cluster.devices, {(a, b): 1e15 for a in names for b in names if a != b},
-                   0.0, "mesh", 0.0)
+                   0.0, "mesh")
     module, shape, name = load_model(model)
     graph = LayerGraph.from_module(module, example_input(shape))
-    plan = METHODS["coedge"].heuristic(graph, free, model=name).plan
-    res = run(plan, RunOptions(repeat=repeats, warmup=1, threads=threads))
-    if not res.ok:
-        raise PartoptError(f"the overhead probe's run did not match the unsplit model: {res.reason}")
-    predicted = evaluate(plan, graph, free).latency_s
-    per_stage = max(0.0, (res.latency_s - predicted) / len(plan.stages))
-    return {"task_overhead_s": per_stage, "measured_s": res.latency_s, "predicted_s": predicted,
-            "stages": len(plan.stages)}
+    one = METHODS["coedge"].heuristic(graph, free, model=name).plan
+    many = build_plan(graph, free, split_tasks(one.stages, PROBE_SPLIT), model=one.model, method="probe",
+                      source=one.source, sink=one.sink)
+    out: dict[str, float] = {"stages": len(one.stages)}
+    extra = []
+    for label, plan in (("one", one), ("many", many)):
+        res = run(plan, RunOptions(repeat=repeats, warmup=1, threads=threads))
+        if not res.ok:
+            raise PartoptError(f"the overhead probe's run did not match the unsplit model: {res.reason}")
+        predicted = evaluate(plan, graph, free).latency_s
+        out[f"{label}_measured_s"], out[f"{label}_predicted_s"] = res.latency_s, predicted
+        extra.append(max(0.0, res.latency_s - predicted) / len(plan.stages))
+    tasks_one = max(sum(1 for t in s.tasks if t.device == d) for s in one.stages for d in names)
+    tasks_many = max(sum(1 for t in s.tasks if t.device == d) for s in many.stages for d in names)
+    per_task = max(0.0, (extra[1] - extra[0]) / max(1, tasks_many - tasks_one))
+    out["task_overhead_s"] = per_task
+    out["stage_overhead_s"] = max(0.0, extra[0] - tasks_one * per_task)
+    return out
 
 
 def calibrate(models: tuple[str, ...] | list[str] = ("vgg16",), like: str | Cluster = "pi4x4", repeats: int = 5,
               threads: int = 1, concurrent: int = 1, overhead: bool = True) -> Calibration:
     """Time ``models`` on this machine and return the cluster ``like`` with the fitted speed,
     rates per kind and (``overhead``: probed with the runtime, see :func:`probe_overhead`)
-    per-task overhead."""
+    per-task and per-stage overheads."""
     base = like if isinstance(like, Cluster) else load_cluster(like)
     models = list(models)
     if not models:
@@ -232,9 +276,10 @@ def calibrate(models: tuple[str, ...] | list[str] = ("vgg16",), like: str | Clus
     rates, per_op_s, residual = fit_rates(timings)
     devices = tuple(Device(d.name, speed, d.memory_bytes, rates) for d in base.devices)
     cluster = Cluster(f"{base.name}-calibrated", devices, dict(base.bandwidth), base.latency_s, base.link)
-    task_s = 0.0
+    probe: dict[str, float] = {}
     if overhead:
-        task_s = probe_overhead(cluster, repeats=repeats, threads=threads)["task_overhead_s"]
-        cluster = Cluster(cluster.name, devices, dict(base.bandwidth), base.latency_s, base.link, task_s)
+        probe = probe_overhead(cluster, repeats=repeats, threads=threads)
+        cluster = Cluster(cluster.name, devices, dict(base.bandwidth), base.latency_s, base.link,
+                          probe["task_overhead_s"], probe["stage_overhead_s"])
     return Calibration(speed, per_kind(timings), timings, cluster, models, concurrent, threads, rates, per_op_s,
-                       residual, task_s)
+                       residual, probe.get("task_overhead_s", 0.0), probe.get("stage_overhead_s", 0.0), probe)

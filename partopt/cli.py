@@ -277,6 +277,7 @@ def cmd_calibrate(args) -> int:
     if args.json:
         print(json.dumps({"flops_per_s": cal.flops_per_s, "flops_per_s_by_kind": cal.rates,
                           "per_op_s": cal.per_op_s, "residual": cal.residual, "task_overhead_s": cal.task_overhead_s,
+                          "stage_overhead_s": cal.stage_overhead_s, "probe": cal.probe,
                           "per_kind": cal.per_kind, "models": cal.models,
                           "cluster_file": args.out, "cluster": cal.cluster.to_dict()}))
         return 0
@@ -298,7 +299,7 @@ def cmd_calibrate(args) -> int:
     c.print(f)
     c.print(f"per-op constant {cal.per_op_s * 1e6:.1f} us; residual (RMS of relative error per op) "
             f"{100 * cal.residual:.1f} %")
-    c.print(f"per-task overhead {cal.task_overhead_s * 1e3:.3f} ms"
+    c.print(f"overheads: {cal.stage_overhead_s * 1e3:.3f} ms per stage, {cal.task_overhead_s * 1e3:.3f} ms per task"
             + (" (probed with the runtime)" if not args.no_overhead else " (not probed: --no-overhead)"))
     c.print(f"fitted speed {cal.flops_per_s / 1e9:.2f} GFLOP/s (whole models) and the rates above for every "
             f"device of {args.like}; cluster written to {args.out} (plan on it with --cluster {args.out})")
@@ -481,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--concurrent", type=int, default=1,
                    help="time in N processes at once, as N ranks on this machine would compute (default 1)")
     k.add_argument("--no-overhead", action="store_true",
-                   help="do not probe the per-task overhead with a run across processes (it stays 0)")
+                   help="do not probe the per-stage and per-task overheads with runs across processes (they stay 0)")
     k.add_argument("--json", action="store_true")
     k.set_defaults(fn=cmd_calibrate)
 

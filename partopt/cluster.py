@@ -2,7 +2,7 @@
 
 A :class:`Cluster` has devices (name, FLOP/s, memory bytes, and optionally a FLOP/s per op
 kind), a bandwidth in bytes/s for every ordered pair, a per-message latency in seconds, a
-per-task overhead in seconds, and a link model:
+per-task and a per-stage overhead in seconds, and a link model:
 
 - ``mesh``: full-duplex point-to-point links; each ordered pair carries one message at a time,
   different pairs in parallel.
@@ -20,10 +20,11 @@ File format (JSON, or the same keys in TOML)::
 Compute rates per op kind (optional): a device may carry ``"flops_per_s_by_kind": {"conv":
 1.4e11, "pool": 2e9, ...}`` with keys from :data:`RATE_KINDS`; an op whose kind is not listed
 runs at the device's ``flops_per_s`` (:func:`partopt.cost.rate_kind` maps an op to its kind).
-``"task_overhead_s"`` (cluster level, default 0) is the fixed time every task adds to its
-device's compute: a device that runs k tasks in a stage is busy for the sum of their
-FLOPs / rate plus k x task_overhead_s. ``latency_s`` is the fixed time of every message.
-``partopt calibrate`` fits both on the machine it runs on.
+``"task_overhead_s"`` and ``"stage_overhead_s"`` (cluster level, default 0) are fixed times a
+device adds to its compute: a device that runs k >= 1 tasks in a stage is busy for the sum of
+their FLOPs / rate, plus k x task_overhead_s, plus stage_overhead_s once (its share of the
+stage's set-up: receiving, assembling, reporting). ``latency_s`` is the fixed time of every
+message. ``partopt calibrate`` fits the rates and both overheads on the machine it runs on.
 
 Example:
     >>> from partopt.cluster import preset
@@ -102,8 +103,9 @@ class Device:
 
 @dataclass(frozen=True)
 class Cluster:
-    """Devices, ordered-pair bandwidths (bytes/s), per-message latency (s), the link model and
-    the per-task overhead (s) every task adds to its device's compute."""
+    """Devices, ordered-pair bandwidths (bytes/s), per-message latency (s), the link model, the
+    per-task overhead (s) every task adds to its device's compute and the per-stage overhead (s)
+    a device adds once in every stage in which it runs a task."""
 
     name: str
     devices: tuple[Device, ...]
@@ -111,6 +113,7 @@ class Cluster:
     latency_s: float = 0.0
     link: str = "mesh"
     task_overhead_s: float = 0.0
+    stage_overhead_s: float = 0.0
 
     def __post_init__(self):
         _validate(self)
@@ -141,19 +144,25 @@ class Cluster:
         """The same cluster with every bandwidth multiplied by ``bandwidth_factor``."""
         return Cluster(name or f"{self.name}-bw{bandwidth_factor:g}", self.devices,
                        {k: v * bandwidth_factor for k, v in self.bandwidth.items()}, self.latency_s, self.link,
-                       self.task_overhead_s)
+                       self.task_overhead_s, self.stage_overhead_s)
 
     def subset(self, names: list[str]) -> "Cluster":
         devs = tuple(self.device(n) for n in names)
         return Cluster(f"{self.name}[{','.join(names)}]", devs,
                        {(a, b): v for (a, b), v in self.bandwidth.items() if a in names and b in names},
-                       self.latency_s, self.link, self.task_overhead_s)
+                       self.latency_s, self.link, self.task_overhead_s, self.stage_overhead_s)
 
     @property
     def uniform_rates(self) -> bool:
         """True when no device has its own rate per kind and tasks cost no overhead: compute
         time is then FLOPs / ``flops_per_s`` alone."""
-        return self.task_overhead_s == 0 and not any(d.flops_per_s_by_kind for d in self.devices)
+        return (self.task_overhead_s == 0 and self.stage_overhead_s == 0
+                and not any(d.flops_per_s_by_kind for d in self.devices))
+
+    @property
+    def one_task_overhead_s(self) -> float:
+        """Seconds of overhead of a device that runs one task in a stage: task + stage overhead."""
+        return self.task_overhead_s + self.stage_overhead_s
 
     # -- files ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -167,8 +176,9 @@ class Cluster:
                             **({"flops_per_s_by_kind": dict(d.flops_per_s_by_kind)} if d.flops_per_s_by_kind else {})}
                            for d in self.devices],
                "links": links}
-        if self.task_overhead_s:      # written only when set, so files without it stay as they were
-            out["task_overhead_s"] = self.task_overhead_s
+        for k in ("task_overhead_s", "stage_overhead_s"):   # written only when set, so files
+            if getattr(self, k):                               # without them stay as they were
+                out[k] = getattr(self, k)
         return out
 
     @staticmethod
@@ -177,7 +187,7 @@ class Cluster:
         if not isinstance(data, dict):
             raise ClusterError(f"{where}: expected an object with 'devices'")
         unknown = set(data) - {"name", "link", "latency_s", "bandwidth_bytes_per_s", "devices", "links",
-                               "task_overhead_s"}
+                               "task_overhead_s", "stage_overhead_s"}
         if unknown:
             raise ClusterError(f"{where}: unknown keys {sorted(unknown)}")
         devs = data.get("devices")
@@ -221,11 +231,14 @@ class Cluster:
         lat = data.get("latency_s", 0.0)
         if not isinstance(lat, (int, float)) or isinstance(lat, bool) or not math.isfinite(lat) or lat < 0:
             raise ClusterError(f"{where}: latency_s must be a number >= 0, got {lat!r}")
-        ovh = data.get("task_overhead_s", 0.0)
-        if not isinstance(ovh, (int, float)) or isinstance(ovh, bool) or not math.isfinite(ovh) or ovh < 0:
-            raise ClusterError(f"{where}: task_overhead_s must be a number >= 0, got {ovh!r}")
+        ovh = {}
+        for k in ("task_overhead_s", "stage_overhead_s"):
+            v = data.get(k, 0.0)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise ClusterError(f"{where}: {k} must be a number >= 0, got {v!r}")
+            ovh[k] = float(v)
         return Cluster(str(data.get("name", "cluster")), tuple(devices), bw, float(lat), str(data.get("link", "mesh")),
-                       float(ovh))
+                       ovh["task_overhead_s"], ovh["stage_overhead_s"])
 
     def save(self, path: str) -> None:
         """Write as JSON (``.json``) or TOML (``.toml``)."""
@@ -262,8 +275,10 @@ def _validate(c: Cluster) -> None:
         raise ClusterError(f"cluster {c.name!r}: link must be one of {LINK_MODELS}, got {c.link!r}")
     if not math.isfinite(c.latency_s) or c.latency_s < 0:
         raise ClusterError(f"cluster {c.name!r}: latency_s must be >= 0")
-    if not math.isfinite(c.task_overhead_s) or c.task_overhead_s < 0:
-        raise ClusterError(f"cluster {c.name!r}: task_overhead_s must be >= 0")
+    for k in ("task_overhead_s", "stage_overhead_s"):
+        v = getattr(c, k)
+        if not math.isfinite(v) or v < 0:
+            raise ClusterError(f"cluster {c.name!r}: {k} must be >= 0")
     for a in names:
         for b in names:
             if a != b:
@@ -275,7 +290,8 @@ def _validate(c: Cluster) -> None:
 def _to_toml(d: dict[str, Any]) -> str:
     def val(v):
         return json.dumps(v)
-    lines = [f"{k} = {val(d[k])}" for k in ("name", "link", "latency_s", "bandwidth_bytes_per_s", "task_overhead_s")
+    lines = [f"{k} = {val(d[k])}" for k in ("name", "link", "latency_s", "bandwidth_bytes_per_s", "task_overhead_s",
+                                                "stage_overhead_s")
              if k in d]
     for dev in d["devices"]:
         lines += ["", "[[devices]]"] + [f"{k} = {val(v)}" for k, v in dev.items() if k != "flops_per_s_by_kind"]

@@ -15,7 +15,8 @@ Formulas (batch N, an output region of V elements per batch item, float32 = 4 by
   flatten, dropout, concat, channel slice and shuffle, zero padding, nearest upsampling: 0.
 - compute time (s) of a device = the sum over op kinds (:func:`rate_kind`) of the kind's FLOPs /
   the device's FLOP/s for that kind (``Device.rate``; its ``flops_per_s`` unless the cluster
-  file gives one per kind), plus the cluster's ``task_overhead_s`` per task it runs.
+  file gives one per kind), plus the cluster's ``task_overhead_s`` per task it runs and its
+  ``stage_overhead_s`` once if it runs any.
 - transfer time (s) = latency_s + bytes / bandwidth (bytes/s) of the ordered pair.
 - weights a device holds for an op (bytes): the union of the weight slices its tasks touch
   (conv: output-channel rows x input-channel columns of W plus those bias entries; batch norm:
@@ -123,11 +124,13 @@ def weight_bytes(op: "Op", rects: Iterable[tuple[int, int, int, int]]) -> int:
     return 0
 
 
-def compute_time(device: "Device", flops_by_kind, tasks: int = 0, task_overhead_s: float = 0.0) -> float:
+def compute_time(device: "Device", flops_by_kind, tasks: int = 0, task_overhead_s: float = 0.0,
+                 stage_overhead_s: float = 0.0) -> float:
     """Seconds ``device`` computes ``flops_by_kind`` ((kind, FLOPs) pairs or a mapping) in
-    ``tasks`` tasks: each kind's FLOPs over the device's FLOP/s for it, plus ``tasks`` x
-    ``task_overhead_s``. Every schedule and exact model prices compute with this rule."""
-    return device.seconds(flops_by_kind) + tasks * task_overhead_s
+    ``tasks`` tasks of one stage: each kind's FLOPs over the device's FLOP/s for it, plus
+    ``tasks`` x ``task_overhead_s``, plus ``stage_overhead_s`` if ``tasks`` >= 1. Every
+    schedule and exact model prices compute with this rule."""
+    return device.seconds(flops_by_kind) + tasks * task_overhead_s + (stage_overhead_s if tasks else 0.0)
 
 
 def transfer_time(nbytes: float, bandwidth_bytes_per_s: float, latency_s: float) -> float:

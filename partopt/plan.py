@@ -25,7 +25,8 @@ every transfer's source holds what it sends, and every device receives all it la
 
 - latency_s: a list schedule in stage order. A device computes its tasks one after another
   (compute time = each op kind's FLOPs / the device's FLOP/s for that kind, plus the cluster's
-  ``task_overhead_s`` per task: :func:`partopt.cost.compute_time`); it starts a stage when it is free and all its messages of
+  ``task_overhead_s`` per task and ``stage_overhead_s`` once per stage it computes in:
+  :func:`partopt.cost.compute_time`); it starts a stage when it is free and all its messages of
   the stage have arrived. All transfers from one device to another in one phase (stage input,
   gather, final) form one message: latency_s + bytes / bandwidth. On a ``mesh`` each ordered
   pair is its own link; on a ``shared`` medium one message at a time. Messages are served
@@ -560,7 +561,7 @@ def stage_flops(graph: LayerGraph, stage: Stage) -> dict[str, int]:
 def stage_compute_s(graph: LayerGraph, cluster: Cluster, stage: Stage) -> dict[str, float]:
     """Seconds each computing device of ``stage`` is busy with its tasks: the cost model's
     compute rule (:func:`partopt.cost.compute_time`: FLOPs per rate kind over the device's rate
-    for that kind, plus ``cluster.task_overhead_s`` per task). :class:`Schedule` prices every
+    for that kind, plus ``cluster.task_overhead_s`` per task and ``cluster.stage_overhead_s`` once). :class:`Schedule` prices every
     stage with this, and every exact model reads its compute seconds from it."""
     kinds: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     n_tasks: dict[str, int] = defaultdict(int)
@@ -568,7 +569,8 @@ def stage_compute_s(graph: LayerGraph, cluster: Cluster, stage: Stage) -> dict[s
         n_tasks[t.device] += 1
         for k, f in cone(graph, stage.ops, t).flops_by_kind:
             kinds[t.device][k] += f
-    return {d: compute_time(cluster.device(d), kinds[d], n, cluster.task_overhead_s) for d, n in n_tasks.items()}
+    return {d: compute_time(cluster.device(d), kinds[d], n, cluster.task_overhead_s, cluster.stage_overhead_s)
+            for d, n in n_tasks.items()}
 
 
 class Schedule:

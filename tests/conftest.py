@@ -20,8 +20,8 @@ def zoo():
 
 
 def kinded(cluster, overhead_s: float = 3e-4):
-    """``cluster`` with non-default compute rates per op kind, different on every device, and a
-    per-task overhead: the parity tests run every specialised evaluator and exact model on it,
+    """``cluster`` with non-default compute rates per op kind, different on every device, a
+    per-task overhead and a per-stage overhead (twice it): the parity tests run every specialised evaluator and exact model on it,
     so none of them can price compute as FLOPs / flops_per_s alone."""
     import dataclasses
 
@@ -31,7 +31,8 @@ def kinded(cluster, overhead_s: float = 3e-4):
     devs = tuple(Device(d.name, d.flops_per_s, d.memory_bytes,
                         {k: d.flops_per_s * f * (1 + 0.15 * i) for k, f in factors.items()})
                  for i, d in enumerate(cluster.devices))
-    return dataclasses.replace(cluster, name=f"{cluster.name}-kinded", devices=devs, task_overhead_s=overhead_s)
+    return dataclasses.replace(cluster, name=f"{cluster.name}-kinded", devices=devs, task_overhead_s=overhead_s,
+                               stage_overhead_s=2 * overhead_s)
 
 
 @pytest.fixture(params=["plain", "kinded"])

@@ -96,6 +96,7 @@ def test_rates_per_kind_and_task_overhead_round_trip_and_validate(tmp_path):
     from partopt.cluster import Cluster, load_cluster
     from partopt.errors import ClusterError
     data = {"name": "k", "link": "mesh", "latency_s": 0.001, "bandwidth_bytes_per_s": 1e7, "task_overhead_s": 0.002,
+            "stage_overhead_s": 0.003,
             "devices": [{"name": "a", "flops_per_s": 1e9, "memory_bytes": 2 ** 30,
                          "flops_per_s_by_kind": {"conv": 4e9, "pool": 1e8}},
                         {"name": "b", "flops_per_s": 2e9, "memory_bytes": 2 ** 30}]}
@@ -107,11 +108,12 @@ def test_rates_per_kind_and_task_overhead_round_trip_and_validate(tmp_path):
         p = str(tmp_path / f"k.{ext}")
         c.save(p)
         back = load_cluster(p)
-        assert back.devices == c.devices and back.task_overhead_s == 0.002
-    plain = Cluster.from_dict({k: v for k, v in data.items() if k != "task_overhead_s"} | {"devices": [data["devices"][1]]})
-    assert plain.uniform_rates and "task_overhead_s" not in plain.to_dict()
+        assert back.devices == c.devices and (back.task_overhead_s, back.stage_overhead_s) == (0.002, 0.003)
+    plain = Cluster.from_dict({k: v for k, v in data.items() if not k.endswith("overhead_s")}
+                              | {"devices": [data["devices"][1]]})
+    assert plain.uniform_rates and not {"task_overhead_s", "stage_overhead_s"} & set(plain.to_dict())
     assert "flops_per_s_by_kind" not in plain.to_dict()["devices"][0]
-    for bad, msg in [({"task_overhead_s": -1}, "task_overhead_s"),
+    for bad, msg in [({"task_overhead_s": -1}, "task_overhead_s"), ({"stage_overhead_s": "x"}, "stage_overhead_s"),
                      ({"devices": [dict(data["devices"][0], flops_per_s_by_kind={"gemm": 1e9})]}, "unknown kinds"),
                      ({"devices": [dict(data["devices"][0], flops_per_s_by_kind={"conv": 0})]}, "conv"),
                      ({"devices": [dict(data["devices"][0], flops_per_s_by_kind=[1, 2])]}, "must be an object")]:

@@ -280,9 +280,9 @@ def test_calibration_fits_one_speed_to_the_timed_ops(tmp_path, capsys):
     out = str(tmp_path / "cal.json")
     assert main(["calibrate", "--model", "lenet5", "--like", "pi4x2", "--repeats", "1", "--out", out]) == 0
     text = capsys.readouterr().out
-    assert "fitted speed" in text and "residual" in text and "per-task overhead" in text
+    assert "fitted speed" in text and "residual" in text and "per stage" in text
     written = load_cluster(out)
-    assert written.names == ["pi0", "pi1"] and written.task_overhead_s > 0
+    assert written.names == ["pi0", "pi1"] and written.stage_overhead_s + written.task_overhead_s > 0
     assert dict(written.devices[0].flops_per_s_by_kind).keys() == {"conv", "eltwise", "linear", "pool"}
     assert main(["calibrate", "--model", "nope", "--out", out]) == 2
 

@@ -272,8 +272,16 @@ class Evaluator:
         self.last = np.flatnonzero(self.stage_of == ng.n_stages - 1)
 
     def compute_s(self, x: np.ndarray) -> np.ndarray:
-        """Seconds each device computes under assignment ``x``."""
-        return np.bincount(x, weights=self.secs[self._rows, x], minlength=self.n)
+        """Seconds each device computes under assignment ``x``: its vertices' seconds (each one
+        task), plus the per-stage overhead once per stage in which it has a vertex."""
+        if self.cluster.uniform_rates:     # FLOPs / speed, summed as evaluate sums them
+            return np.bincount(x, weights=self.flops, minlength=self.n) / self.speed
+        comp = np.bincount(x, weights=self.secs[self._rows, x], minlength=self.n)
+        if self.cluster.stage_overhead_s:
+            busy = np.zeros((self.ng.n_stages, self.n), dtype=bool)
+            busy[self.stage_of, x] = True
+            comp = comp + busy.sum(axis=0) * self.cluster.stage_overhead_s
+        return comp
 
     def link_bytes(self, x: np.ndarray) -> np.ndarray:
         """bytes[phase, sender, receiver]; phases: the stages, then the final gather."""
@@ -620,7 +628,7 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
     n, V, S, src = ev.n, len(ng.vertices), ng.n_stages, 0
     names = cluster.names
     lat = cluster.latency_s
-    horizon = float(ev.secs.max(axis=1).sum() + (ng.cls_bytes.sum() * n + ev.out.sum()) * ev.inv_bw.max()
+    horizon = float(ev.secs.max(axis=1).sum() + S * cluster.stage_overhead_s + (ng.cls_bytes.sum() * n + ev.out.sum()) * ev.inv_bw.max()
                     + lat * (S + 1) * n * n) + 1.0
     b = builder(solver, horizon)
     x = {(v, d): b.boolean(f"x_{v}_{d}") for v in range(V) for d in range(n)}
@@ -712,6 +720,12 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
             ex = Lin()
             for v in range(V):
                 ex = ex + Lin.var(x[(v, d)], float(ev.secs[v, d]))
+            if cluster.stage_overhead_s:     # u: d computes in stage s (pays the stage overhead once)
+                for s_ in range(S):
+                    u = b.boolean(f"u_{s_}_{d}")
+                    for v in np.flatnonzero(ev.stage_of == s_):
+                        b.at_most(Lin.var(x[(int(v), d)]) + Lin.var(u, -1.0), 0)
+                    ex = ex + Lin.var(u, cluster.stage_overhead_s)
             b.at_least(B, ex)
         if cluster.link == "shared":
             tot = Lin()

@@ -307,8 +307,10 @@ def tile_model(graph: LayerGraph, cluster: Cluster, grid_rc: tuple[int, int] = (
         for t, g in _growth(graph, ops, c, h, w).items():
             ct, ht, wt = graph.tensor_chw(t)
             ins.append(InputTerm(t, ht / gr, wt / gc, g, ct * graph.batch * 4.0, t == graph.input_name))
-        layers.append(LayerTerm(ops[-1], whole.flops / (gr * gc), tuple(ins),
-                                tuple(d.seconds(whole.flops_by_kind) / (gr * gc) for d in cluster.devices)))
+        per_cell = whole.flops / (gr * gc)
+        layers.append(LayerTerm(ops[-1], per_cell, tuple(ins),
+                                tuple(d.seconds(whole.flops_by_kind) / (gr * gc) if d.flops_per_s_by_kind
+                                      else per_cell / d.flops_per_s for d in cluster.devices)))
     return TileModel(gr, gc, names, tuple(d.flops_per_s for d in cluster.devices), bw_in, cluster.link,
                      names.index(src), tuple(layers))
 

@@ -25,7 +25,8 @@ each op's end, independently. So for a segment [a, b):
 The four tables come from :meth:`partopt.graph.Op.input_windows` (the one geometry). Then:
 
 - compute (s) = each kind's FLOPs / the device's rate for it (the FF and FG tables are kept per
-  rate kind, :func:`rate_groups`) + the cluster's per-task overhead (a segment is one task);
+  rate kind, :func:`rate_groups`) + the cluster's per-task and per-stage overheads (a segment is
+  one task);
   message (s) = latency + bytes / bandwidth, zero for an idle device;
 - the master's messages go to the devices in the cluster's order, each device computes, the
   messages come back in the cluster's order; on a ``shared`` medium one message at a time (the gather starts
@@ -93,7 +94,7 @@ def rate_groups(tab: BlockTables, device) -> list[tuple[float, object, object]]:
     """(FLOP/s, FF, FG) per distinct rate of ``device`` over the block's op kinds: the FLOP
     tables of the kinds that run at one rate summed, so a device with one rate for every kind
     has the single group (flops_per_s, ff, fg). A segment [a, b) computes for
-    ``sum((FG[b] - FF[a]) / rate) + task_overhead_s`` seconds (:func:`partopt.cost.compute_time`)."""
+    ``sum((FG[b] - FF[a]) / rate) + task_overhead_s + stage_overhead_s`` seconds (:func:`partopt.cost.compute_time`)."""
     groups: dict[float, list] = {}
     for kind, ff, fg in tab.by_kind:
         r = device.rate(kind)
@@ -252,7 +253,7 @@ def _milp(tab: BlockTables, cluster: Cluster, master: str, order: Optional[list[
     # the largest time one device's term can take: a tight big-M keeps integrality tolerance
     # (about 1e-6 of a binary) from leaking into the times
     slowest_bw = min(cluster.bandwidth.values()) / US if cluster.bandwidth else 1.0
-    ovh = cluster.task_overhead_s * US
+    ovh = cluster.one_task_overhead_s * US
     big = (max(sum(max(fg) / (r / US) for r, _, fg in rate_groups(tab, d)) for d in cluster.devices) + ovh
            + (max(tab.xg) * tab.in_row_bytes + h * tab.out_row_bytes) / slowest_bw + 2 * lat)
     comp, scat, gath, act = {}, {}, {}, {}
@@ -327,7 +328,7 @@ def _cpsat(tab: BlockTables, cluster: Cluster, master: str, order: Optional[list
         groups = rate_groups(tab, cluster.device(d))
         fg = look(b, [round(sum(t[i] * PS / r for r, _, t in groups)) for i in range(h + 1)], f"fg_{d}")
         ff = look(a, [round(sum(t[i] * PS / r for r, t, _ in groups)) for i in range(h + 1)], f"ff_{d}")
-        comp[d] = gated(fg - ff + round(cluster.task_overhead_s * PS), act[d], f"compute_{d}")
+        comp[d] = gated(fg - ff + round(cluster.one_task_overhead_s * PS), act[d], f"compute_{d}")
         if d == master:
             continue
         xg = look(b, tab.xg, f"xg_{d}")
@@ -383,7 +384,7 @@ def device_terms(tab: BlockTables, cluster: Cluster, master: str, d: str, a, b):
     """Seconds of device ``d`` for the segment [a, b): (scatter, compute, gather), the module
     doc's rules; scatter and gather are zero for the master. ``a`` and ``b`` are row indices or
     numpy index arrays (then every term is an array, broadcast)."""
-    comp = sum((fg[b] - ff[a]) / r for r, ff, fg in rate_groups(tab, cluster.device(d))) + cluster.task_overhead_s
+    comp = sum((fg[b] - ff[a]) / r for r, ff, fg in rate_groups(tab, cluster.device(d))) + cluster.one_task_overhead_s
     if d == master:
         return comp * 0.0, comp, comp * 0.0
     scat = cluster.latency_s + (tab.xg[b] - tab.xf[a]) * tab.in_row_bytes / cluster.bw(master, d)
