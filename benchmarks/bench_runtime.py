@@ -22,7 +22,8 @@ forced, so partial sums cross processes), nptp, ftp; on LeNet-5 also dn2pciot an
 
     python benchmarks/bench_runtime.py [--models vgg16,resnet18] [--clusters wifi2,mesh4] [--scale 1]
 
-Rows go to benchmarks/results/runtime.csv (rewritten) and a summary to runtime.txt: the
+Rows go to benchmarks/results/runtime.csv (rewritten), each calibration (rates per kind,
+overheads, residual) to runtime_calibration.csv, and a summary to runtime.txt: the
 latency ratios, and per model and cluster how well the method ranking by measured latency
 agrees with the ranking by predicted latency (`ranking`). `--summarise CSV` rewrites the
 summary from an earlier CSV without running anything.
@@ -105,6 +106,20 @@ def ranking(rows: list[dict], band: float = 1.25) -> dict:
     return out
 
 
+def _write_calibration(path: str, model: str, concurrent: int, cal, first: bool) -> None:
+    """One row per calibration: the fitted rates per kind (FLOP/s), overheads (s) and residual."""
+    fields = ["model", "concurrent", "flops_per_s", "conv", "dwconv", "deconv", "linear", "pool", "eltwise",
+              "residual", "per_op_s", "stage_overhead_s", "task_overhead_s"]
+    with open(path, "w" if first else "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        if first:
+            w.writeheader()
+        w.writerow({"model": model, "concurrent": concurrent, "flops_per_s": cal.flops_per_s,
+                    **{k: cal.rates.get(k, "") for k in ("conv", "dwconv", "deconv", "linear", "pool", "eltwise")},
+                    "residual": cal.residual, "per_op_s": cal.per_op_s, "stage_overhead_s": cal.stage_overhead_s,
+                    "task_overhead_s": cal.task_overhead_s})
+
+
 def per_cluster(rows: list[dict]) -> list[list]:
     """Per model and cluster: plans, verified, ratio median and min-max, plans within 0.8-1.25,
     tau, clear pairs, and the clear pairs flipped (the summary's table; the README's too)."""
@@ -174,6 +189,7 @@ def main() -> int:
         w = csv.DictWriter(f, fieldnames=FIELDS)
         if not done:
             w.writeheader()
+        cal_rows: list = []
         for model in args.models.split(","):
             cals = {}
             for conc in sorted({CLUSTERS[c].get("concurrent", 1) for c in args.clusters.split(",")}):
@@ -181,6 +197,9 @@ def main() -> int:
                 cals[conc] = calibrate([model], homogeneous(max(2, conc)), repeats=3, concurrent=conc,
                                        overhead=not args.one_speed)
                 c = cals[conc]
+                if not args.append:
+                    _write_calibration(args.out + "_calibration.csv", model, conc, c, first=not cal_rows)
+                cal_rows.append((model, conc))
                 print(f"{model}: calibrated {c.flops_per_s / 1e9:.1f} GFLOP/s ({conc} at once); "
                       + ("one speed" if args.one_speed else
                          ", ".join(f"{k} {v / 1e9:.2f}" for k, v in sorted(c.rates.items()))

@@ -155,8 +155,9 @@ class PulpBuilder(Builder):
     def hint(self, v, value):
         pass  # PuLP's warm start reaches CBC only, and a partial start does not help it here
 
-    def solve(self, solver="highs", time_limit=None, threads=None):
-        return solve_milp(self.prob, solver, time_limit=time_limit, threads=threads, scale=self.obj_scale)
+    def solve(self, solver="highs", time_limit=None, threads=None, highs_options=None):
+        return solve_milp(self.prob, solver, time_limit=time_limit, threads=threads, scale=self.obj_scale,
+                          highs_options=highs_options)
 
     def value(self, v):
         x = self.vars[v].value()  # type: ignore[attr-defined]

@@ -73,7 +73,7 @@ from ..geometry import Box, ranges_from_counts, split_proportional
 from ..graph import LayerGraph
 from ..maxplus import Lin, SymSchedule, SymStage, builder
 from ..plan import Plan, Stage, Task, build_plan, cone, evaluate, memory_terms, stage_compute_s
-from ..solvers import Solution
+from ..solvers import HIGHS_TIGHT, Solution
 from .baselines import layer_stages, split_channels, split_tasks
 
 GREEDY_BEATS_REL = 1e-9     # the greedy's plan beats the exact model's by more than this: never "optimal"
@@ -616,9 +616,12 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
     """The optimal pairing and channel counts (module doc) on ``solver`` (cbc | highs | cpsat);
     ``cuts``: add the per-resource load cuts (:func:`_load_cuts`; off by default: on HiGHS they
     proved MobileNetV2 on 8 devices in 4 s instead of not within 60 s, but on one instance of the
-    gap sweep HiGHS then reported "optimal" at a latency 0.43 % above the greedy's, while either
-    family alone or none found the greedy's; on CP-SAT they slowed a 3-device instance from
-    0.2 s to past 60 s). Whatever the back-end reports, a plan slower under ``evaluate`` than
+    gap sweep HiGHS then reported "optimal" at a latency 0.44 % above the greedy's. The greedy's
+    choice, fixed in the same model with the cuts, solves to the greedy's latency, so the cuts
+    are valid and HiGHS's proof was wrong; with presolve off, or with the feasibility
+    tolerances of :data:`partopt.solvers.HIGHS_TIGHT`, HiGHS finds the right optimum, so
+    ``cuts=True`` on HiGHS solves with those tolerances. On CP-SAT they slowed a 3-device
+    instance from 0.2 s to past 60 s). Whatever the back-end reports, a plan slower under ``evaluate`` than
     the greedy's is never returned as ``optimal``.
 
     Status ``optimal`` (proven), ``feasible`` (time limit: best plan, ``bound`` and ``gap`` as
@@ -643,7 +646,10 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
             b.hint(v["n"][(p, d)], c[di] if c else speed_counts(p.channels, cluster)[di])
     for k, sk in enumerate(v["s"]):
         b.hint(sk, int(not any(k in p.layers for p in cands if (p.a, p.b) in g_counts)))
-    r = b.solve(solver, time_limit=time_limit, threads=threads)
+    if cuts and solver == "highs":     # the defaults gave a wrong "optimal" with the cuts (HIGHS_TIGHT)
+        r = b.solve(solver, time_limit=time_limit, threads=threads, highs_options=HIGHS_TIGHT)
+    else:
+        r = b.solve(solver, time_limit=time_limit, threads=threads)
     if r.status in ("infeasible", "no_solution"):
         why = ("no pairing and channel split fits every device's memory; the greedy plan: " + g.reason
                if r.status == "infeasible" else "the solver found no plan within the time limit")
