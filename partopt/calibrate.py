@@ -12,12 +12,11 @@ non-negative); the fit's relative residual says how well one rate per kind expla
 (kept as each device's ``flops_per_s``: the fallback for kinds without a rate and the speed the
 heuristics split work by).
 
-:func:`probe_overhead` measures the per-stage and per-task overheads as the runtime pays them:
+:func:`probe_overhead` measures the per-task and per-stage overheads as the runtime pays them:
 it runs a layer-by-layer plan of a small model with :func:`partopt.runtime.run` on a network with
-no latency and no bandwidth limit (nearly "empty" stages: each stage's messages, status and
-Python), once with one task per device and stage and once with every task cut into four, and
-splits the measured latency beyond the fitted compute, per stage, into a part per stage and a
-part per task. ``concurrent=N`` times ops in N processes at
+no latency and no bandwidth limit (nearly "empty" stages): on one device with one task per stage
+and with every task cut into four (the difference is the cost of a task: nothing is sent), then
+on every device (the rest of the time per stage is the stage's: messages, set-up, reporting). ``concurrent=N`` times ops in N processes at
 once, as N ranks would compute on a machine with fewer cores than ranks; each op's time is the
 mean over the processes.
 
@@ -214,42 +213,55 @@ PROBE_SPLIT = 4     # the second probe cuts every task of the first into this ma
 
 
 def probe_overhead(cluster: Cluster, model: str = "lenet5", repeats: int = 5, threads: int = 1) -> dict[str, float]:
-    """The per-stage and per-task overheads (s) the runtime pays on this machine (module doc).
+    """The per-task and per-stage overheads (s) the runtime pays on this machine (module doc).
 
-    Two runs with :func:`partopt.runtime.run` over links with no latency and no bandwidth limit:
-    ``model``'s layer-by-layer (``coedge``) plan on ``cluster``'s devices and rates, where each
-    device runs one task per stage, and the same plan with every task cut into
-    :data:`PROBE_SPLIT`. Each run's measured latency beyond the cost model's prediction without
-    overheads, per stage, is ``stage + tasks x task`` overhead; the two runs give both (least
-    squares over two equations, each kept >= 0). Returns {task_overhead_s, stage_overhead_s,
-    stages, and each run's measured_s and predicted_s}."""
+    Three runs with :func:`partopt.runtime.run` over links with no latency and no bandwidth
+    limit, each priced by the cost model without overheads; a run's measured latency beyond
+    that, per stage, is ``stage + tasks x task`` overhead:
+
+    - ``solo``: ``model``'s layer-by-layer (``coedge``) plan on the cluster's first device alone,
+      one task per stage, and ``solo_many``, the same with every task cut into
+      :data:`PROBE_SPLIT`. Nothing is sent in either, so their difference is the cost of a task
+      as such: ``task_overhead_s``.
+    - ``one``: the layer-by-layer plan on every device of ``cluster``, one task per device and
+      stage, with its halo exchanges: ``stage_overhead_s`` is its extra per stage less one task's
+      overhead (the stage's messages, set-up and reporting).
+
+    Each value is kept >= 0. Returns {task_overhead_s, stage_overhead_s, stages, and each run's
+    measured_s and predicted_s}."""
     from .methods import METHODS
     from .plan import build_plan, evaluate
     from .runtime import RunOptions, run
     from .zoo import example_input, load_model
 
-    names = cluster.names
-    free = Cluster(f"{cluster.name}-probe", cluster.devices, {(a, b): 1e15 for a in names for b in names if a != b},
-                   0.0, "mesh")
+    def unlimited(c: Cluster) -> Cluster:
+        ns = c.names
+        return Cluster(f"{c.name}-probe", c.devices, {(a, b): 1e15 for a in ns for b in ns if a != b}, 0.0, "mesh")
+
     module, shape, name = load_model(model)
     graph = LayerGraph.from_module(module, example_input(shape))
+    free = unlimited(cluster)
+    alone = unlimited(cluster.subset(cluster.names[:1]))
+    solo = METHODS["coedge"].heuristic(graph, alone, model=name).plan
+    solo_many = build_plan(graph, alone, split_tasks(solo.stages, PROBE_SPLIT), model=solo.model, method="probe",
+                           source=solo.source, sink=solo.sink)
     one = METHODS["coedge"].heuristic(graph, free, model=name).plan
-    many = build_plan(graph, free, split_tasks(one.stages, PROBE_SPLIT), model=one.model, method="probe",
-                      source=one.source, sink=one.sink)
     out: dict[str, float] = {"stages": len(one.stages)}
-    extra = []
-    for label, plan in (("one", one), ("many", many)):
+    extra = {}
+    for label, plan, cl in (("solo", solo, alone), ("solo_many", solo_many, alone), ("one", one, free)):
         res = run(plan, RunOptions(repeat=repeats, warmup=1, threads=threads))
         if not res.ok:
             raise PartoptError(f"the overhead probe's run did not match the unsplit model: {res.reason}")
-        predicted = evaluate(plan, graph, free).latency_s
+        predicted = evaluate(plan, graph, cl).latency_s
         out[f"{label}_measured_s"], out[f"{label}_predicted_s"] = res.latency_s, predicted
-        extra.append(max(0.0, res.latency_s - predicted) / len(plan.stages))
-    tasks_one = max(sum(1 for t in s.tasks if t.device == d) for s in one.stages for d in names)
-    tasks_many = max(sum(1 for t in s.tasks if t.device == d) for s in many.stages for d in names)
-    per_task = max(0.0, (extra[1] - extra[0]) / max(1, tasks_many - tasks_one))
+        extra[label] = max(0.0, res.latency_s - predicted) / len(plan.stages)
+
+    def tasks(plan) -> int:
+        return max(sum(1 for t in s.tasks if t.device == d) for s in plan.stages for d in {t.device for t in s.tasks})
+
+    per_task = max(0.0, (extra["solo_many"] - extra["solo"]) / max(1, tasks(solo_many) - tasks(solo)))
     out["task_overhead_s"] = per_task
-    out["stage_overhead_s"] = max(0.0, extra[0] - tasks_one * per_task)
+    out["stage_overhead_s"] = max(0.0, extra["one"] - tasks(one) * per_task)
     return out
 
 

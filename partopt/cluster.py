@@ -215,9 +215,12 @@ class Cluster:
             devices.append(Device(str(d["name"]), _num(d["flops_per_s"], f"{where}: device {d['name']} flops_per_s"),
                                   int(_num(d["memory_bytes"], f"{where}: device {d['name']} memory_bytes")), rates))
         names = [d.name for d in devices]
-        if "bandwidth_bytes_per_s" not in data:
+        if len(devices) == 1 and not data.get("bandwidth_bytes_per_s"):
+            default = 0.0      # one device has no links (to_dict writes 0 for it)
+        elif "bandwidth_bytes_per_s" not in data:
             raise ClusterError(f"{where}: 'bandwidth_bytes_per_s' (default link bandwidth) is required")
-        default = _num(data["bandwidth_bytes_per_s"], f"{where}: bandwidth_bytes_per_s")
+        else:
+            default = _num(data["bandwidth_bytes_per_s"], f"{where}: bandwidth_bytes_per_s")
         bw = {(a, b): default for a in names for b in names if a != b}
         for j, l in enumerate(data.get("links", []) or []):
             if not isinstance(l, dict) or {"src", "dst", "bandwidth_bytes_per_s"} - set(l):

@@ -119,3 +119,14 @@ def test_rates_per_kind_and_task_overhead_round_trip_and_validate(tmp_path):
                      ({"devices": [dict(data["devices"][0], flops_per_s_by_kind=[1, 2])]}, "must be an object")]:
         with pytest.raises(ClusterError, match=msg):
             Cluster.from_dict(json.loads(json.dumps(data | bad)))
+
+
+def test_a_one_device_cluster_round_trips():
+    """One device has no links: its file says bandwidth 0 (or nothing), and reads back."""
+    c = homogeneous(1, name="solo")
+    back = Cluster.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert back.names == ["pi0"] and back.bandwidth == {}
+    assert Cluster.from_dict({"name": "s", "devices": [{"name": "a", "flops_per_s": 1e9, "memory_bytes": 1}]}).names == ["a"]
+    with pytest.raises(ClusterError, match="bandwidth"):
+        Cluster.from_dict({"devices": [{"name": "a", "flops_per_s": 1e9, "memory_bytes": 1},
+                                       {"name": "b", "flops_per_s": 1e9, "memory_bytes": 1}]})
