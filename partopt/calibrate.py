@@ -1,7 +1,7 @@
-"""Fit the cost model's compute rates per op kind and its per-task overhead on this machine.
+"""Fit the cost model's compute rates per op kind and its per-task and per-stage overheads here.
 
 The cost model prices compute as each op kind's FLOPs over the device's rate for that kind, plus
-a fixed overhead per task (:func:`partopt.cost.compute_time`). :func:`time_ops` runs every op of
+a fixed overhead per task and one per stage (:func:`partopt.cost.compute_time`). :func:`time_ops` runs every op of
 a model on its whole output with the same executor the runtime uses
 (:func:`partopt.verify.run_op`, one torch thread by default, as each rank of
 :func:`partopt.runtime.run` has), ``repeats`` times after a warm-up, and keeps each op's median
@@ -16,9 +16,10 @@ heuristics split work by).
 it runs a layer-by-layer plan of a small model with :func:`partopt.runtime.run` on a network with
 no latency and no bandwidth limit (nearly "empty" stages): on one device with one task per stage
 and with every task cut into four (the difference is the cost of a task: nothing is sent), then
-on every device (the rest of the time per stage is the stage's: messages, set-up, reporting). ``concurrent=N`` times ops in N processes at
-once, as N ranks would compute on a machine with fewer cores than ranks; each op's time is the
-mean over the processes.
+on every device (the rest of the time per stage is the stage's: messages, set-up, reporting).
+
+``concurrent=N`` times ops in N processes at once, as N ranks would compute on a machine with
+fewer cores than ranks; each op's time is the mean over the processes.
 
 The calibrated cluster copies ``like`` (device names, memory, links, latency) and gives every
 device the fitted rates: every rank of a local run is this machine.
@@ -185,7 +186,7 @@ def _time_all(models: list[str], repeats: int, threads: int) -> list[OpTiming]:
     return [t for m in models for t in time_ops(m, repeats=repeats, threads=threads)]
 
 
-def split_tasks(stages, k: int):
+def cut_each_task(stages, k: int):
     """Copies of ``stages`` (unrouted) with every task cut into up to ``k`` tasks of the same
     device: along rows where the box has at least ``k``, else along channels."""
     from .geometry import ranges_from_counts, split_proportional
@@ -209,7 +210,7 @@ def split_tasks(stages, k: int):
     return out
 
 
-PROBE_SPLIT = 4     # the second probe cuts every task of the first into this many
+PROBE_SPLIT = 4     # the probe's second run cuts every task of the first into this many
 
 
 def probe_overhead(cluster: Cluster, model: str = "lenet5", repeats: int = 5, threads: int = 1) -> dict[str, float]:
@@ -243,7 +244,7 @@ def probe_overhead(cluster: Cluster, model: str = "lenet5", repeats: int = 5, th
     free = unlimited(cluster)
     alone = unlimited(cluster.subset(cluster.names[:1]))
     solo = METHODS["coedge"].heuristic(graph, alone, model=name).plan
-    solo_many = build_plan(graph, alone, split_tasks(solo.stages, PROBE_SPLIT), model=solo.model, method="probe",
+    solo_many = build_plan(graph, alone, cut_each_task(solo.stages, PROBE_SPLIT), model=solo.model, method="probe",
                            source=solo.source, sink=solo.sink)
     one = METHODS["coedge"].heuristic(graph, free, model=name).plan
     out: dict[str, float] = {"stages": len(one.stages)}
