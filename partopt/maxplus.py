@@ -10,7 +10,7 @@ terms. Minimising the latency then makes every variable on the critical path equ
 Choices between alternative stages are *variants*: each stage is run under a literal (a 0/1
 variable); under literal 0 its constraints are switched off and the schedule's state passes
 through unchanged. Compute times (seconds, read off :func:`partopt.plan.stage_compute_s`, so
-per-kind rates and task overheads come with them) may be affine in integer variables (work
+per-kind rates and the task and stage overheads come with them) may be affine in integer variables (work
 proportional to a device's channel count, say).
 
 Two back-ends share one small interface (:class:`Builder`): :class:`PulpBuilder` (CBC or

@@ -561,8 +561,9 @@ def stage_flops(graph: LayerGraph, stage: Stage) -> dict[str, int]:
 def stage_compute_s(graph: LayerGraph, cluster: Cluster, stage: Stage) -> dict[str, float]:
     """Seconds each computing device of ``stage`` is busy with its tasks: the cost model's
     compute rule (:func:`partopt.cost.compute_time`: FLOPs per rate kind over the device's rate
-    for that kind, plus ``cluster.task_overhead_s`` per task and ``cluster.stage_overhead_s`` once). :class:`Schedule` prices every
-    stage with this, and every exact model reads its compute seconds from it."""
+    for that kind, plus ``cluster.task_overhead_s`` per task and ``cluster.stage_overhead_s``
+    once). :class:`Schedule` prices every stage with this, and every exact model reads its
+    compute seconds from it."""
     kinds: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     n_tasks: dict[str, int] = defaultdict(int)
     for t in stage.tasks:

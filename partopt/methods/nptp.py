@@ -29,8 +29,8 @@ Its objective is the sum over layers of the layer's latency (mesh: the slowest d
 halo + compute; shared medium: all halos in turn, then the slowest compute). It is solved
 with CP-SAT (corner coordinates, ``NoOverlap2D``) or as a MILP through PuLP (cell
 binaries); :func:`brute_force` enumerates every tiling of tiny grids. The tile model is a
-closed form, not :func:`~partopt.plan.evaluate`: it ignores per-message latency, the per-task
-overhead (``task_overhead_s``) and memory (it does price each device's per-kind rates),
+closed form, not :func:`~partopt.plan.evaluate`: it ignores per-message latency, the per-task and
+per-stage overheads and memory (it does price each device's per-kind rates),
 counts a receiver's halo bytes in sequence (a mesh's parallel links would overlap them),
 and prices cells fractionally where a map is not a multiple of the grid. The gap between
 the grid heuristic (:func:`grid_heuristic`, MPA on the cells, priced by the tile model) and
