@@ -731,21 +731,15 @@ def memory_terms(plan: Plan, graph: LayerGraph, start_tensor: Optional[str] = No
     # weights: union of slices per (device, op)
     rects: dict[tuple[str, str], list[tuple[int, int, int, int]]] = defaultdict(list)
     for s in plan.stages:
-        for t in s.tasks:
-            c = cone(graph, s.ops, t)
-            for name in s.ops:
-                op = graph.op[name]
-                r = c.regions[name]
-                if r.empty:
-                    continue
-                if op.kind == "conv":
-                    ci = t.in_channels if (name == s.output and t.in_channels) else op.conv_in_channels(r.c0, r.c1)
-                    rects[(t.device, name)].append((r.c0, r.c1, ci[0], ci[1]))
-                elif op.kind == "deconv":
-                    rects[(t.device, name)].append((r.c0, r.c1, 0, op.in_chw[0]))
-                elif op.kind in ("linear", "bn"):
-                    rects[(t.device, name)].append((r.c0, r.c1, 0, 1))
-    weights = {key: weight_bytes(graph.op[key[1]], rs) for key, rs in rects.items()}
+        for key, rect in _stage_memory(graph, s)[0]:
+            rects[key].append(rect)
+    known = graph.__dict__.setdefault("_weight_bytes_cache", {})     # (op, its slices) -> bytes
+    weights = {}
+    for key, rs in rects.items():
+        k = (key[1], tuple(rs))
+        if k not in known:
+            known[k] = weight_bytes(graph.op[key[1]], rs)
+        weights[key] = known[k]
 
     # activations
     last_use: dict[str, int] = {}
@@ -769,30 +763,59 @@ def memory_terms(plan: Plan, graph: LayerGraph, start_tensor: Optional[str] = No
         recv: dict[str, int] = defaultdict(int)
         for t in s.transfers:
             recv[t.dst] += t.nbytes
-        outs: dict[str, int] = defaultdict(int)
-        work: dict[str, int] = defaultdict(int)
-        for t in s.tasks:
-            c = cone(graph, s.ops, t)
-            if not (s.partial and outs[t.device]):
-                outs[t.device] += nbytes_of(graph, t.box)
-            # the working set beyond the task's own output, which ``outs`` already counts
-            work[t.device] = max(work[t.device], c.work_peak_bytes - nbytes_of(graph, t.box))
-        act = {d: live(d, i) + recv[d] + outs[d] + work[d] for d in devices}
+        for d in devices:      # what no later stage reads again is dropped for good
+            held[d] = [h for h in held[d] if h[2] >= i]
+        _, outs, work = _stage_memory(graph, s)
+        act = {d: live(d, i) + recv[d] + outs.get(d, 0) + work.get(d, 0) for d in devices}
         until = last_use.get(s.output, i)
         if s.gather_to:
             g = s.gather_to
             full = graph.tensor_bytes(s.output)
             got = sum(t.nbytes for t in s.gather)
-            act[g] = max(act[g], live(g, i) + outs[g] + got)
+            act[g] = max(act[g], live(g, i) + outs.get(g, 0) + got)
             held[g].append((s.output, full, until))      # the others drop their pieces
         else:
             for d in devices:
-                if outs[d]:
+                if outs.get(d):
                     held[d].append((s.output, outs[d], until))
         stage_act.append(act)
     n = len(plan.stages)
     final = {plan.sink: live(plan.sink, n) + sum(t.nbytes for t in plan.final)}
     return MemoryTerms(stage_act, final, weights)
+
+
+def _stage_memory(graph: LayerGraph, s: Stage) -> tuple[list, dict[str, int], dict[str, int]]:
+    """What stage ``s``'s tasks alone add to :func:`memory_terms` (cached per graph on the ops and
+    tasks): the weight slices ``((device, op), (c0, c1, in0, in1))``, each device's output bytes
+    (one partial per device when the stage sums partials) and its largest working set beyond a
+    task's own output, in bytes."""
+    key = (tuple(s.ops), tuple(s.tasks), s.partial)
+    cache = graph.__dict__.setdefault("_stage_memory_cache", {})
+    if key in cache:
+        return cache[key]
+    rects: list = []
+    outs: dict[str, int] = defaultdict(int)
+    work: dict[str, int] = defaultdict(int)
+    for t in s.tasks:
+        c = cone(graph, s.ops, t)
+        for name in s.ops:
+            op = graph.op[name]
+            r = c.regions[name]
+            if r.empty:
+                continue
+            if op.kind == "conv":
+                ci = t.in_channels if (name == s.output and t.in_channels) else op.conv_in_channels(r.c0, r.c1)
+                rects.append(((t.device, name), (r.c0, r.c1, ci[0], ci[1])))
+            elif op.kind == "deconv":
+                rects.append(((t.device, name), (r.c0, r.c1, 0, op.in_chw[0])))
+            elif op.kind in ("linear", "bn"):
+                rects.append(((t.device, name), (r.c0, r.c1, 0, 1)))
+        if not (s.partial and outs[t.device]):
+            outs[t.device] += nbytes_of(graph, t.box)
+        # the working set beyond the task's own output, which ``outs`` already counts
+        work[t.device] = max(work[t.device], c.work_peak_bytes - nbytes_of(graph, t.box))
+    cache[key] = (rects, dict(outs), dict(work))
+    return cache[key]
 
 
 def _memory(plan: Plan, graph: LayerGraph) -> tuple[dict[str, int], dict[str, int]]:

@@ -61,6 +61,28 @@ def test_candidates_skipped_by_the_bound_could_not_have_won(zoo, name, cl):
     assert checked >= b.plan.meta["skipped_by_bound"]
 
 
+def test_heuristic_stops_growing_a_subset_after_rises_exact_tries_every_size(zoo):
+    """With the latencies it has seen, the heuristic's candidates stop one method's subsets after
+    SUBSET_PATIENCE slower sizes in a row; without them (exact) every size k = 2..n-1 comes."""
+    net, x, g = zoo("alexnet")
+    c = preset("pi4x8")
+
+    def subset_origins(seen):
+        out = []
+        for origin, devices, _ in best._candidates(g, c, "alexnet", None, lambda: None, seen):
+            if devices is not None:
+                out.append(origin)
+                if seen is not None:
+                    seen[origin] = float(len(devices))     # every size slower than the last
+        return out
+
+    every = subset_origins(None)
+    assert len(every) == len(best.ON_SUBSETS) * (len(c) - 2)
+    grown = subset_origins({})
+    assert len(grown) == len(best.ON_SUBSETS) * (1 + best.SUBSET_PATIENCE)
+    assert set(grown) < set(every)
+
+
 @pytest.mark.parametrize("cl", ["pi4x4", "hetero3"])
 def test_layers_variants_left_out_of_the_memory_free_dp_change_nothing(zoo, cl):
     """Without memory, a `layers` variant whose messages alone take at least the fastest variant

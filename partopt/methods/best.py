@@ -12,7 +12,9 @@ fastest that fits memory:
    is left out; any other error is raised.
 2. **The same splits on device subsets**: ``coedge``, ``nptp``, ``ftp``, ``iop`` and ``dpfp``
    on the source plus its k-1 fastest peers, k = 2..n-1 (the source holds the input, so it
-   stays in the sub-cluster), priced on the whole cluster.
+   stays in the sub-cluster), priced on the whole cluster. The heuristic grows one method's
+   subset until its latency has risen for :data:`SUBSET_PATIENCE` sizes in a row (on a slow
+   shared radio more devices then only add messages); ``exact`` tries every k.
 3. **Segment plans** (:class:`Segments`): the op order is cut at *cut points* (where exactly
    one tensor crosses, :func:`partopt.methods.dpfp.cut_points`) into units, and every run of
    consecutive units (a *segment*) picks one *variant*:
@@ -331,12 +333,21 @@ def model(graph: LayerGraph, cluster: Cluster, *, solver: str = "highs", source:
 # ---------------------------------------------------------------------------------------
 # The heuristic and the exact method
 # ---------------------------------------------------------------------------------------
+SUBSET_PATIENCE = 2    # the heuristic stops growing one method's subset after this many slower sizes in a row
+
+
 def _candidates(graph: LayerGraph, cluster: Cluster, model: str, source: Optional[str],
-                seg: Callable[[], Optional[Segments]]):
+                seg: Callable[[], Optional[Segments]], seen: Optional[dict[str, float]] = None):
     """(origin, devices, make) for items 1-2 of the module doc and the segment DP's plan, in the
     order they are tried: ``devices`` are the only devices the plan of ``make()`` (a Solution
     or an unvalidated Plan) can use (None: any), for :func:`_pick`'s lower-bound pruning.
-    ``seg()`` gives the segment plans (None: the model has none), built only when reached."""
+    ``seg()`` gives the segment plans (None: the model has none), built only when reached.
+
+    Item 2 goes method by method, k = 2, 3, ...; with ``seen`` (origin -> latency in seconds of
+    each candidate that fits memory, filled by :func:`_pick` as it prices them) a method's
+    subsets stop growing once its latency rose :data:`SUBSET_PATIENCE` times in a row, where
+    more devices only add messages (the heuristic); without ``seen`` every subset is tried
+    (``exact``'s union)."""
     master = source or cluster.devices[0].name
     for name, fn in WHOLE_CLUSTER.items():
         yield name, None, lambda fn=fn: _applied(fn, graph, cluster, model, source)
@@ -345,12 +356,22 @@ def _candidates(graph: LayerGraph, cluster: Cluster, model: str, source: Optiona
             yield name, None, lambda fn=fn: _applied(fn, graph, cluster, model, source)
     yield "segments", None, lambda: None if seg() is None else plan_of(seg(), dp(seg())[1], model=model, check=False)
     peers = peers_by_speed(cluster, master)
-    for k in range(2, len(cluster)):        # proper subsets: the source and its k-1 fastest peers
+    subsets = []                            # proper subsets: the source and its k-1 fastest peers
+    for k in range(2, len(cluster)):
         names = tuple([master] + peers[:k - 1])
-        sub = cluster.subset([n for n in cluster.names if n in names])
-        for name, fn in ON_SUBSETS.items():
-            yield f"{name} on {','.join(names)}", names, lambda fn=fn, sub=sub: _on_subset(fn, graph, sub, cluster,
-                                                                                         model, master)
+        subsets.append((names, cluster.subset([n for n in cluster.names if n in names])))
+    for name, fn in ON_SUBSETS.items():
+        last, rises = None, 0
+        for names, sub in subsets:
+            origin = f"{name} on {','.join(names)}"
+            yield origin, names, lambda fn=fn, sub=sub: _on_subset(fn, graph, sub, cluster, model, master)
+            latency = None if seen is None else seen.get(origin)
+            if latency is None:             # skipped by the bound, not applicable, or over memory
+                continue
+            rises = rises + 1 if last is not None and latency > last else 0
+            last = latency
+            if rises >= SUBSET_PATIENCE:
+                break
 
 
 def _applied(fn: Callable, graph: LayerGraph, cluster: Cluster, model: str, source: Optional[str]):
@@ -372,8 +393,9 @@ def _on_subset(fn: Callable, graph: LayerGraph, sub: Cluster, cluster: Cluster, 
                       source=sol.plan.source, sink=sol.plan.sink, meta=dict(sol.plan.meta), check=False)
 
 
-def _pick(graph, cluster, cands, source: Optional[str] = None):
+def _pick(graph, cluster, cands, source: Optional[str] = None, seen: Optional[dict[str, float]] = None):
     """The fastest candidate that fits memory (else the smallest shortfall): (origin, plan, report, n, skipped).
+    ``seen``, when given, gets each fitting candidate's latency (seconds) by origin.
 
     A candidate is skipped, not built, when a fitting incumbent is already no slower than the
     lower bound of every plan on the candidate's devices (:func:`partopt.bounds.lower_bound`),
@@ -401,6 +423,8 @@ def _pick(graph, cluster, cands, source: Optional[str] = None):
         rep = cand.report if isinstance(cand, Solution) and cand.report is not None else \
             evaluate(plan, graph, cluster, check=False)
         key = (not rep.memory_ok, sum(rep.over_memory.values()), rep.latency_s)
+        if seen is not None and rep.memory_ok:
+            seen[origin] = rep.latency_s
         # a later candidate must be faster beyond rounding, so ties keep the simpler, earlier plan
         if best is None or key[:2] < best[0][:2] or (key[:2] == best[0][:2] and key[2] < best[0][2] * (1 - 1e-9)):
             best = (key, origin, plan, rep)
@@ -427,7 +451,9 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
     the smallest shortfall when none fits."""
     t0 = time.perf_counter()
     seg = functools.cache(lambda: _segments_or_none(graph, cluster, source, memory=False))  # the DP ignores memory
-    origin, plan, rep, n, skipped = _pick(graph, cluster, _candidates(graph, cluster, model, source, seg), source)
+    seen: dict[str, float] = {}
+    origin, plan, rep, n, skipped = _pick(graph, cluster, _candidates(graph, cluster, model, source, seg, seen),
+                                          source, seen)
     plan = _relabel(plan, origin, n, {"skipped_by_bound": skipped})
     if not rep.memory_ok:
         return Solution(plan, "infeasible", "best", solve_s=time.perf_counter() - t0, report=rep,

@@ -57,7 +57,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from ..cluster import Cluster
@@ -88,6 +88,8 @@ class BlockTables:
     exact: bool = True
     # ff and fg split by rate kind (partopt.cost.rate_kind): (kind, ff of that kind, fg of that kind)
     by_kind: tuple = ()
+    # rate_groups' answers per tuple of rates and per device (filled on use; a replaced copy starts empty)
+    _groups: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 def rate_groups(tab: BlockTables, device) -> list[tuple[float, object, object]]:
@@ -95,15 +97,26 @@ def rate_groups(tab: BlockTables, device) -> list[tuple[float, object, object]]:
     tables of the kinds that run at one rate summed, so a device with one rate for every kind
     has the single group (flops_per_s, ff, fg). A segment [a, b) computes for
     ``sum((FG[b] - FF[a]) / rate) + task_overhead_s + stage_overhead_s`` seconds (:func:`partopt.cost.compute_time`)."""
+    hit = tab._groups.get(id(device))
+    if hit is not None and hit[0] is device:       # the very device asked before
+        return hit[1]
+    rates = (device.flops_per_s,) + tuple(device.rate(kind) for kind, _, _ in tab.by_kind)
+    if rates not in tab._groups:
+        tab._groups[rates] = _rate_groups(tab, rates)
+    tab._groups[id(device)] = (device, tab._groups[rates])
+    return tab._groups[rates]
+
+
+def _rate_groups(tab: BlockTables, rates: tuple) -> list[tuple[float, object, object]]:
+    """:func:`rate_groups` for the device whose rates are ``(flops_per_s, rate of each by_kind entry)``."""
     groups: dict[float, list] = {}
-    for kind, ff, fg in tab.by_kind:
-        r = device.rate(kind)
+    for (kind, ff, fg), r in zip(tab.by_kind, rates[1:]):
         if r in groups:
             groups[r] = [_add(groups[r][0], ff), _add(groups[r][1], fg)]
         else:
             groups[r] = [ff, fg]
     if not groups:
-        return [(device.flops_per_s, tab.ff, tab.fg)]
+        return [(rates[0], tab.ff, tab.fg)]
     return [(r, ff, fg) for r, (ff, fg) in groups.items()]
 
 
@@ -168,9 +181,14 @@ def all_block_tables(graph: LayerGraph, units: list[list[str]], inputs: list[str
     """:func:`block_tables` of every block of units i..j-1 (at most ``longest`` units), equal to
     it entry by entry (tested) and built in one backward walk per end j: the rows a segment
     needs of an op depend only on the ops after it, so the block (i, j) is the walk from j's
-    output stopped at unit i. Arrays over the output rows, vectorised with numpy."""
+    output stopped at unit i. Arrays over the output rows, vectorised with numpy. The tables
+    depend on the graph alone, so they are cached per graph (callers must not change them)."""
     import numpy as np
 
+    key = (tuple(tuple(u) for u in units), tuple(inputs), longest)
+    cache = graph.__dict__.setdefault("_block_tables_cache", {})
+    if key in cache:
+        return dict(cache[key])
     out: dict[tuple[int, int], BlockTables] = {}
     n = len(units)
     for j in range(1, n + 1):
@@ -209,7 +227,8 @@ def all_block_tables(graph: LayerGraph, units: list[list[str]], inputs: list[str
                                       (need.c1 - need.c0) * (need.w1 - need.w0) * graph.batch * FLOAT_BYTES,
                                       c_out * w_out * graph.batch * FLOAT_BYTES, not empty,
                                       tuple((k, kf[k].copy(), kg[k].copy()) for k in sorted(kf)))
-    return out
+    cache[key] = out
+    return dict(out)
 
 
 def row_order(cluster: Cluster, master: str, order: Optional[list[str]] = None) -> list[str]:
@@ -414,12 +433,12 @@ def table_span(tab: BlockTables, cluster: Cluster, master: str, segments: dict[s
     workers = [d for d in active if d != master]
     if cluster.link == "mesh":
         return float(max([span] + [sum(terms(d)) for d in workers]))
-    t, arrive = 0.0, {}
+    t, arrive, parts = 0.0, {}, {d: terms(d) for d in workers}
     for d in workers:
-        t += terms(d)[0]
+        t += parts[d][0]
         arrive[d] = t
     for d in workers:
-        _, c, g = terms(d)
+        _, c, g = parts[d]
         t = max(t, arrive[d] + c) + g
     return float(max(span, t))
 
