@@ -34,6 +34,8 @@ Example:
 """
 from __future__ import annotations
 
+import functools
+
 import json
 import math
 import os
@@ -123,10 +125,14 @@ class Cluster:
     def names(self) -> list[str]:
         return [d.name for d in self.devices]
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, Device]:
+        return {d.name: d for d in self.devices}
+
     def device(self, name: str) -> Device:
-        for d in self.devices:
-            if d.name == name:
-                return d
+        d = self._by_name.get(name)
+        if d is not None:
+            return d
         raise ClusterError(f"cluster {self.name!r} has no device {name!r}; devices: {', '.join(self.names)}")
 
     def bw(self, src: str, dst: str) -> float:

@@ -317,6 +317,23 @@ def test_memory_free_segments_price_row_splits_from_tables_equal_to_routing(zoo)
     _check_fast_segments(zoo("alexnet")[2], [kinded(preset("hetero3"))])
 
 
+@pytest.mark.parametrize("cl", ["pi4x4", "hetero3", "kinded"])
+def test_layers_bound_is_never_above_the_variants_time(zoo, cl):
+    """_layers_bound (first and last messages, each device's compute) never exceeds the time
+    segment_path.price gives a layers variant, on a shared medium, a mesh, and rates per kind."""
+    _, _, g = zoo("alexnet")
+    c = kinded(preset("hetero3")) if cl == "kinded" else preset(cl)
+    every = best.segments(g, c)
+    checked = 0
+    for v in every.variants:
+        if v.style == "layers":
+            b = best._layers_bound(g, c, every.master, every.inputs[v.i], best._unrouted(v.stages))
+            assert b <= v.seconds * (1 + 1e-12), v.label
+            assert b >= best._messages_bound(c, every.master, v.stages) * (1 - 1e-12) or c.link == "mesh"
+            checked += 1
+    assert checked > 20
+
+
 def _check_fast_segments(g, clusters):
     for c in clusters:
         fast = best.segments(g, c, memory=False)

@@ -42,8 +42,9 @@ unbuilt when a fitting plan already found is no slower than :func:`partopt.bound
 over the candidate's devices (the whole cluster, or the subset), since no plan on those devices
 can beat it (``plan.meta["skipped_by_bound"]`` counts them). LeNet-5 on a radio stops after
 ``single``, which meets the bound. Likewise the memory-free segment DP leaves out a ``layers``
-variant whose messages alone (:func:`_messages_bound`) take at least the fastest variant of
-the same units priced so far (``Segments.pruned``); the exact model keeps every variant.
+variant that cannot beat the fastest variant of the same units priced so far
+(:func:`_layers_bound`: its first and last messages and each device's compute;
+``Segments.pruned``); the exact model keeps every variant.
 
 The union ``best --exact`` is optimal over: the segment plans of item 3, and every plan of
 items 1 and 2. It does not contain: IOP pairs or NPTP/FTP tiles *inside* a segment plan
@@ -70,12 +71,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..cluster import Cluster
 from ..bounds import lower_bound, necessary_flops_by_kind
+from ..cluster import Cluster
+from ..cost import transfer_time
 from ..errors import NotApplicableError, PartoptError, SolverError
 from ..geometry import Box
 from ..graph import LayerGraph
-from ..plan import Plan, Schedule, Stage, Task, build_plan, evaluate, gathered, route_stage, validate
+from ..plan import (FLOAT_BYTES, Plan, Schedule, Stage, Task, build_plan, cone, evaluate, gathered, route_stage,
+                    stage_compute_s, validate)
 from ..solvers import Solution
 from . import baselines, dn2pciot, dpfp, iop, nptp, segment_path
 from .baselines import layer_stages, split_tasks
@@ -179,10 +182,10 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     # spatial blocks' row tables: without the memory bytes a one-stage row split is priced from
     # them (equal to stage_span, see rfs_rows.all_block_tables), not by routing it
     tables = {} if memory else all_block_tables(graph, units[:n_spatial], inputs[:n_spatial], longest)
-    layer_runs: dict = {}       # (i, subset) -> {j: seconds} of the layers variants (memory-free only)
     splits: dict = {}           # (op, subset) -> its tasks by speed over the subset
+    stage_secs: dict = {}       # (ops, tasks) -> each device's compute seconds (for _layers_bound)
     cheapest: dict = defaultdict(lambda: float("inf"))     # (i, j) -> the fastest variant priced so far (s)
-    pruned = 0
+    later: list = []            # memory-free: the layers variants, priced after all others (see below)
     out: list[Variant] = []
     for i in range(len(units)):
         for j in range(i + 1, min(len(units), i + longest) + 1):
@@ -209,21 +212,33 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
                     st[-1].gather_to = master
                     options.append(("layers", st))
                 for style, stages in options:
-                    if style == "layers" and not memory and _messages_bound(cluster, master, stages) >= cheapest[(i, j)]:
-                        pruned += 1     # never the fastest variant of i..j-1: the memory-free DP needs only that
+                    if style == "layers" and not memory:
+                        later.append((i, devs, j, stages, shares))
                         continue
                     row_segs = row_segments(graph, tables.get((i, j)), stages[0]) if len(stages) == 1 else None
                     if row_segs is not None:
                         seconds, weights, act = table_span(tables[(i, j)], cluster, master, row_segs), {}, {}
-                    elif style == "layers" and not memory:
-                        if (i, devs) not in layer_runs:
-                            layer_runs[(i, devs)] = _layers_seconds(graph, cluster, master, units, inputs[i], i,
-                                                                    min(len(units), i + longest), layers, shares)
-                        seconds, weights, act = layer_runs[(i, devs)][j], {}, {}
                     else:
                         seconds, weights, act = segment_path.price(graph, cluster, master, inputs[i], stages, memory)
                     out.append(Variant(i, j, style, tuple(devs), stages, seconds, weights, act))
                     cheapest[(i, j)] = min(cheapest[(i, j)], seconds)
+    # Memory-free, the DP needs only the fastest variant of each i..j-1, so a layers variant that
+    # cannot beat the fastest priced so far is left out (every one- and fused-variant is priced by
+    # now, so the bound prunes against them all). The rest are priced start by start, one
+    # incremental run per (start, subset) for growing j.
+    pruned = 0
+    run, run_key = None, None
+    rank = {devs: k for k, devs in enumerate(subsets)}
+    for i, devs, j, stages, shares in sorted(later, key=lambda v: (v[0], rank[v[1]], v[2])):
+        if (_messages_bound(cluster, master, stages) >= cheapest[(i, j)]
+                or _layers_bound(graph, cluster, master, inputs[i], stages, stage_secs) >= cheapest[(i, j)]):
+            pruned += 1
+            continue
+        if run_key != (i, devs):
+            run, run_key = _LayerRun(graph, cluster, master, units, inputs[i], i, layers, shares), (i, devs)
+        seconds = run.seconds(j)
+        out.append(Variant(i, j, "layers", tuple(devs), stages, seconds, {}, {}))
+        cheapest[(i, j)] = min(cheapest[(i, j)], seconds)
     seg = Segments(graph, cluster, master, units, inputs, out, pruned=pruned)
     if rows == "optimal":
         _add_row_variants(seg, row_solver, block_time_limit)
@@ -233,12 +248,9 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
 
 
 def _messages_bound(cluster: Cluster, master: str, stages: list[Stage]) -> float:
-    """Seconds no run of ``stages`` (a ``layers`` variant: its input whole at ``master``, its
-    output gathered there) can beat for its messages alone: every other device with a task in
-    the first stage receives a message first, and every one with a task in the last stage
-    sends one back. On a shared medium messages go one at a time, each at least ``latency_s``;
-    on a mesh a worker's message in and the messages that carry its results back follow one
-    another."""
+    """A quick bound below :func:`_layers_bound`: one message in for every worker of the
+    first stage and one back from every worker of the last, each at least ``latency_s``; on a
+    shared medium one at a time, on a mesh a worker's in and back follow one another."""
     first = {t.device for t in stages[0].tasks} - {master}
     last = {t.device for t in stages[-1].tasks} - {master}
     if cluster.link == "shared":
@@ -246,29 +258,79 @@ def _messages_bound(cluster: Cluster, master: str, stages: list[Stage]) -> float
     return 2 * cluster.latency_s if first else 0.0
 
 
-def _layers_seconds(graph: LayerGraph, cluster: Cluster, master: str, units: list[list[str]], tensor: str,
-                    i: int, last: int, layers: list[list[str]], shares: dict[str, float]) -> dict[int, float]:
-    """Seconds of the ``layers`` variant of every segment i..j-1, j = i+1..last, as
-    :func:`partopt.methods.segment_path.price` gives them, in one pass: the layers of segment
-    i..j are those of i..j-1 and more, so the run is routed and scheduled once
-    (:meth:`partopt.plan.Schedule.copy` for each segment's own last layer and gather)."""
-    sch = Schedule(graph, cluster)
-    sch.ready[(tensor, master)] = 0.0
-    holdings = {tensor: gathered(graph, tensor, master)}
-    done = 0                                    # complete layers routed and run so far
-    out = {}
-    for j in range(i + 1, last + 1):
-        inside = {n for u in units[i:j] for n in u}
-        groups = [g for g in ([n for n in layer if n in inside] for layer in layers) if g]
-        for g in groups[done:-1]:               # only the last layer can be cut short at unit j
-            sch.run_stage(done, route_stage(graph, Stage(g, split_tasks(graph, g[-1], shares)), holdings))
-            done += 1
+def _layers_bound(graph: LayerGraph, cluster: Cluster, master: str, tensor: str, stages: list[Stage],
+                  known: Optional[dict] = None) -> float:
+    """Seconds no run of ``stages`` (a ``layers`` variant, unrouted: its input ``tensor`` whole
+    at ``master``, its last stage gathered there) can beat, as :class:`~partopt.plan.Schedule`
+    runs it. A device computes its tasks one after another (``C_d``: the sum of its
+    :func:`~partopt.plan.stage_compute_s`); a worker computes nothing before its first message,
+    which in the first stage carries every byte of ``tensor`` its tasks read (all from the
+    master), and its share of the last stage's output reaches the master in one more message
+    after its last task. So every device with a task in the last stage finishes no sooner
+    than (first message) + ``C_d`` (+ its gather message); on a shared medium the messages go
+    one at a time, so their sum is a bound too. ``known``: stage_compute_s of stages already
+    asked for, by (ops, tasks), filled as it goes."""
+    known = {} if known is None else known
+    compute: dict[str, float] = defaultdict(float)
+    for st in stages:
+        key = (tuple(st.ops), tuple(st.tasks))
+        if key not in known:
+            known[key] = stage_compute_s(graph, cluster, st)
+        for d, sec in known[key].items():
+            compute[d] += sec
+    first, last = stages[0], stages[-1]
+    reads = defaultdict(list)
+    for t in first.tasks:
+        if t.device != master:
+            box = cone(graph, first.ops, t).needs.get(tensor)
+            if box is not None:
+                reads[t.device].append(box)
+    # elements sent: at least the largest one box needs (in) or holds that the master lacks (back)
+    arrive = {d: transfer_time(max(b.volume for b in reads[d]) * graph.batch * FLOAT_BYTES, cluster.bw(master, d),
+                               cluster.latency_s) if reads[d] else cluster.latency_s
+              for d in compute if d != master}
+    at_master = [t.box for t in last.tasks if t.device == master]
+    back: dict[str, float] = {}
+    for t in last.tasks:
+        if t.device != master:
+            lacks = max(0, t.box.volume - sum(t.box.intersect(m).volume for m in at_master))
+            back[t.device] = max(back.get(t.device, 0.0), transfer_time(lacks * graph.batch * FLOAT_BYTES,
+                                                                        cluster.bw(t.device, master), cluster.latency_s))
+    done = max(arrive.get(d, 0.0) + compute[d] + back.get(d, 0.0) for d in {t.device for t in last.tasks})
+    if cluster.link == "shared":
+        return max(done, sum(arrive.values()) + sum(back.values()))
+    return done
+
+
+class _LayerRun:
+    """Seconds of the ``layers`` variant of segments i..j-1 over one device subset, for growing j,
+    as :func:`partopt.methods.segment_path.price` gives them, in one pass: the layers of segment
+    i..j are those of i..j-1 and more, so each layer is routed and scheduled once, when a
+    segment first reaches past it (:meth:`partopt.plan.Schedule.copy` for each segment's own
+    last layer and gather). ``seconds(j)`` must be asked for non-decreasing j."""
+
+    def __init__(self, graph: LayerGraph, cluster: Cluster, master: str, units: list[list[str]], tensor: str,
+                 i: int, layers: list[list[str]], shares: dict[str, float]):
+        self.graph, self.master, self.units, self.i, self.layers, self.shares = graph, master, units, i, layers, shares
+        self.sch = Schedule(graph, cluster)
+        self.sch.ready[(tensor, master)] = 0.0
+        self.holdings = {tensor: gathered(graph, tensor, master)}
+        self.done = 0                               # complete layers routed and run so far
+
+    def seconds(self, j: int) -> float:
+        graph, shares = self.graph, self.shares
+        inside = {n for u in self.units[self.i:j] for n in u}
+        groups = [g for g in ([n for n in layer if n in inside] for layer in self.layers) if g]
+        for g in groups[self.done:-1]:              # only the last layer can be cut short at unit j
+            self.sch.run_stage(self.done, route_stage(graph, Stage(g, split_tasks(graph, g[-1], shares)),
+                                                      self.holdings))
+            self.done += 1
         g = groups[-1]
-        tail = route_stage(graph, Stage(g, split_tasks(graph, g[-1], shares), gather_to=master), dict(holdings))
-        trial = sch.copy()
-        trial.run_stage(done, tail)
-        out[j] = trial.ready[(tail.output, master)]
-    return out
+        tail = route_stage(graph, Stage(g, split_tasks(graph, g[-1], shares), gather_to=self.master),
+                           dict(self.holdings))
+        trial = self.sch.copy()
+        trial.run_stage(self.done, tail)
+        return trial.ready[(tail.output, self.master)]
 
 
 def _add_row_variants(seg: Segments, solver: str, block_time_limit: Optional[float]) -> None:
