@@ -329,7 +329,7 @@ def test_layers_bound_is_never_above_the_variants_time(zoo, cl):
         if v.style == "layers":
             b = best._layers_bound(g, c, every.master, every.inputs[v.i], best._unrouted(v.stages))
             assert b <= v.seconds * (1 + 1e-12), v.label
-            assert b >= best._messages_bound(c, every.master, v.stages) * (1 - 1e-12) or c.link == "mesh"
+            assert b >= best._messages_bound(c, every.master, v.stages) * (1 - 1e-12)
             checked += 1
     assert checked > 20
 

@@ -64,8 +64,10 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import gc
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -183,7 +185,6 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     # them (equal to stage_span, see rfs_rows.all_block_tables), not by routing it
     tables = {} if memory else all_block_tables(graph, units[:n_spatial], inputs[:n_spatial], longest)
     splits: dict = {}           # (op, subset) -> its tasks by speed over the subset
-    stage_secs: dict = {}       # (ops, tasks) -> each device's compute seconds (for _layers_bound)
     cheapest: dict = defaultdict(lambda: float("inf"))     # (i, j) -> the fastest variant priced so far (s)
     later: list = []            # memory-free: the layers variants, priced after all others (see below)
     out: list[Variant] = []
@@ -227,15 +228,22 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     # now, so the bound prunes against them all). The rest are priced start by start, one
     # incremental run per (start, subset) for growing j.
     pruned = 0
-    run, run_key = None, None
+    run, bound, key = None, None, None
     rank = {devs: k for k, devs in enumerate(subsets)}
+    fastest_in = _fastest_in(cluster)
     for i, devs, j, stages, shares in sorted(later, key=lambda v: (v[0], rank[v[1]], v[2])):
-        if (_messages_bound(cluster, master, stages) >= cheapest[(i, j)]
-                or _layers_bound(graph, cluster, master, inputs[i], stages, stage_secs) >= cheapest[(i, j)]):
+        if key != (i, devs):
+            key, run, bound = (i, devs), None, None
+        if _messages_bound(cluster, master, stages) >= cheapest[(i, j)]:
             pruned += 1
             continue
-        if run_key != (i, devs):
-            run, run_key = _LayerRun(graph, cluster, master, units, inputs[i], i, layers, shares), (i, devs)
+        if bound is None:
+            bound = _LayersBound(graph, cluster, master, inputs[i], fastest_in)
+        if bound.seconds(stages) >= cheapest[(i, j)]:
+            pruned += 1
+            continue
+        if run is None:
+            run = _LayerRun(graph, cluster, master, units, inputs[i], i, layers, shares)
         seconds = run.seconds(j)
         out.append(Variant(i, j, "layers", tuple(devs), stages, seconds, {}, {}))
         cheapest[(i, j)] = min(cheapest[(i, j)], seconds)
@@ -248,9 +256,10 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
 
 
 def _messages_bound(cluster: Cluster, master: str, stages: list[Stage]) -> float:
-    """A quick bound below :func:`_layers_bound`: one message in for every worker of the
-    first stage and one back from every worker of the last, each at least ``latency_s``; on a
-    shared medium one at a time, on a mesh a worker's in and back follow one another."""
+    """A quick bound below :func:`_layers_bound`, tried first: one message in for every worker
+    of the first stage and one back from every worker of the last, each at least
+    ``latency_s``; on a shared medium one at a time, on a mesh a worker's in and back follow
+    one another."""
     first = {t.device for t in stages[0].tasks} - {master}
     last = {t.device for t in stages[-1].tasks} - {master}
     if cluster.link == "shared":
@@ -258,48 +267,88 @@ def _messages_bound(cluster: Cluster, master: str, stages: list[Stage]) -> float
     return 2 * cluster.latency_s if first else 0.0
 
 
-def _layers_bound(graph: LayerGraph, cluster: Cluster, master: str, tensor: str, stages: list[Stage],
-                  known: Optional[dict] = None) -> float:
+def _layers_bound(graph: LayerGraph, cluster: Cluster, master: str, tensor: str, stages: list[Stage]) -> float:
     """Seconds no run of ``stages`` (a ``layers`` variant, unrouted: its input ``tensor`` whole
     at ``master``, its last stage gathered there) can beat, as :class:`~partopt.plan.Schedule`
-    runs it. A device computes its tasks one after another (``C_d``: the sum of its
+    runs it (:class:`_LayersBound`, for one variant)."""
+    return _LayersBound(graph, cluster, master, tensor).seconds(stages)
+
+
+def _fastest_in(cluster: Cluster) -> dict[str, float]:
+    """Each device's fastest incoming link (bytes/s)."""
+    return {d: max([cluster.bw(s, d) for s in cluster.names if s != d], default=1.0) for d in cluster.names}
+
+
+class _LayersBound:
+    """:func:`_layers_bound` of the ``layers`` variants of one start and device subset, for
+    growing segments: every stage but the last is a whole layer, the same for every longer
+    segment, so each is taken in once.
+
+    The bound: a device computes its tasks one after another (``C_d``: the sum of its
     :func:`~partopt.plan.stage_compute_s`); a worker computes nothing before its first message,
-    which in the first stage carries every byte of ``tensor`` its tasks read (all from the
-    master), and its share of the last stage's output reaches the master in one more message
-    after its last task. So every device with a task in the last stage finishes no sooner
-    than (first message) + ``C_d`` (+ its gather message); on a shared medium the messages go
-    one at a time, so their sum is a bound too. ``known``: stage_compute_s of stages already
-    asked for, by (ops, tasks), filled as it goes."""
-    known = {} if known is None else known
-    compute: dict[str, float] = defaultdict(float)
-    for st in stages:
-        key = (tuple(st.ops), tuple(st.tasks))
-        if key not in known:
-            known[key] = stage_compute_s(graph, cluster, st)
-        for d, sec in known[key].items():
+    which, if it has a task in the first stage, carries every byte of ``tensor`` those tasks
+    read (all from the master); its share of the last stage's output reaches the master in one
+    more message after its last task. So every device with a task in the last stage finishes
+    no sooner than (first message) + ``C_d`` (+ its gather message). On a shared medium the
+    messages go one at a time, so their sum bounds too: in every stage, a device whose tasks
+    read elements it does not hold itself (received pieces are not kept between stages) gets
+    at least one message with at least those bytes, and every worker's gather message."""
+
+    def __init__(self, graph: LayerGraph, cluster: Cluster, master: str, tensor: str,
+                 fastest_in: Optional[dict[str, float]] = None):
+        self.graph, self.cluster, self.master, self.tensor = graph, cluster, master, tensor
+        self.compute: dict[str, float] = defaultdict(float)    # seconds per device, whole layers taken in
+        self.busy = 0.0                                        # the medium's seconds for them
+        self.held: dict[str, dict[str, list[Box]]] = {tensor: {master: [Box.full(graph.tensor_chw(tensor))]}}
+        self.arrive: dict[str, float] = {}                     # a worker's first message (s)
+        self.taken = 0                                         # stages taken in
+        self._fastest_in = fastest_in or _fastest_in(cluster)
+
+    def _take(self, st: Stage, k: int, compute: dict, held: dict, arrive: dict) -> float:
+        """Adds stage ``st`` (index k) to ``compute``, ``held`` and ``arrive``; returns the medium's seconds."""
+        graph, cluster = self.graph, self.cluster
+        for d, sec in stage_compute_s(graph, cluster, st).items():
             compute[d] += sec
-    first, last = stages[0], stages[-1]
-    reads = defaultdict(list)
-    for t in first.tasks:
-        if t.device != master:
-            box = cone(graph, first.ops, t).needs.get(tensor)
-            if box is not None:
-                reads[t.device].append(box)
-    # elements sent: at least the largest one box needs (in) or holds that the master lacks (back)
-    arrive = {d: transfer_time(max(b.volume for b in reads[d]) * graph.batch * FLOAT_BYTES, cluster.bw(master, d),
-                               cluster.latency_s) if reads[d] else cluster.latency_s
-              for d in compute if d != master}
-    at_master = [t.box for t in last.tasks if t.device == master]
-    back: dict[str, float] = {}
-    for t in last.tasks:
-        if t.device != master:
-            lacks = max(0, t.box.volume - sum(t.box.intersect(m).volume for m in at_master))
-            back[t.device] = max(back.get(t.device, 0.0), transfer_time(lacks * graph.batch * FLOAT_BYTES,
-                                                                        cluster.bw(t.device, master), cluster.latency_s))
-    done = max(arrive.get(d, 0.0) + compute[d] + back.get(d, 0.0) for d in {t.device for t in last.tasks})
-    if cluster.link == "shared":
-        return max(done, sum(arrive.values()) + sum(back.values()))
-    return done
+        lacks: dict[str, int] = defaultdict(int)
+        for t in st.tasks:
+            for x, need in cone(graph, st.ops, t).needs.items():
+                own = held.get(x, {}).get(t.device, [])
+                lacks[t.device] = max(lacks[t.device], need.volume - sum(need.intersect(o).volume for o in own))
+        busy = 0.0
+        for d, n in lacks.items():
+            if n > 0:
+                busy += transfer_time(n * graph.batch * FLOAT_BYTES, self._fastest_in[d], cluster.latency_s)
+        for d in {t.device for t in st.tasks} - {self.master} - set(arrive):
+            first = k == 0 and lacks.get(d, 0) > 0       # in the first stage all comes from the master
+            arrive[d] = transfer_time(lacks[d] * graph.batch * FLOAT_BYTES, cluster.bw(self.master, d),
+                                      cluster.latency_s) if first else cluster.latency_s
+        mine: dict[str, list[Box]] = defaultdict(list)
+        for t in st.tasks:
+            mine[t.device].append(t.box)
+        held[st.output] = dict(mine)
+        return busy
+
+    def seconds(self, stages: list[Stage]) -> float:
+        """The bound for the variant ``stages``, whose stages before the last extend those of
+        the variants asked for before."""
+        for k in range(self.taken, len(stages) - 1):
+            self.busy += self._take(stages[k], k, self.compute, self.held, self.arrive)
+        self.taken = max(self.taken, len(stages) - 1)
+        compute, held, arrive = defaultdict(float, self.compute), dict(self.held), dict(self.arrive)
+        last = stages[-1]
+        busy = self.busy + self._take(last, len(stages) - 1, compute, held, arrive)
+        at_master = [t.box for t in last.tasks if t.device == self.master]
+        back: dict[str, float] = {}
+        for t in last.tasks:
+            if t.device != self.master:         # what the master lacks of its output
+                lacks = max(0, t.box.volume - sum(t.box.intersect(m).volume for m in at_master))
+                back[t.device] = max(back.get(t.device, 0.0),
+                                     transfer_time(lacks * self.graph.batch * FLOAT_BYTES,
+                                                   self.cluster.bw(t.device, self.master), self.cluster.latency_s))
+        done = max(arrive.get(d, 0.0) + compute[d] + back.get(d, 0.0) for d in {t.device for t in last.tasks})
+        if self.cluster.link == "shared":
+            return max(done, busy + sum(back.values()))
+        return done
 
 
 class _LayerRun:
@@ -507,6 +556,21 @@ def _relabel(plan: Plan, origin: str, n: int, extra: Optional[dict] = None) -> P
                 plan.seed, {**plan.meta, "origin": origin, "candidates": n, **(extra or {})})
 
 
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector paused for the block, then as it was. Planning fills
+    per-graph caches (cones, routes, stage terms) with millions of small objects, and the
+    collector's full passes over them took 20-35 % of the heuristic's time; reference counting
+    still frees everything outside a cycle meanwhile, and the collector runs again after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None
               ) -> Solution:
     """The fastest plan that fits memory over every candidate (module doc); ``infeasible`` with
@@ -514,8 +578,9 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
     t0 = time.perf_counter()
     seg = functools.cache(lambda: _segments_or_none(graph, cluster, source, memory=False))  # the DP ignores memory
     seen: dict[str, float] = {}
-    origin, plan, rep, n, skipped = _pick(graph, cluster, _candidates(graph, cluster, model, source, seg, seen),
-                                          source, seen)
+    with _collector_paused():
+        origin, plan, rep, n, skipped = _pick(graph, cluster, _candidates(graph, cluster, model, source, seg, seen),
+                                              source, seen)
     plan = _relabel(plan, origin, n, {"skipped_by_bound": skipped})
     if not rep.memory_ok:
         return Solution(plan, "infeasible", "best", solve_s=time.perf_counter() - t0, report=rep,
