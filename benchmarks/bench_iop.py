@@ -121,7 +121,7 @@ def part_paper(models):
 
 
 def part_large(out_csv, models=("mobilenet_v2", "resnet18", "vgg16"), solvers=("highs", "cpsat"),
-               time_limit=60.0):
+               time_limit=60.0, cuts=False):
     rows = []
     for name in models:
         m, shape, _ = load_model(name)
@@ -130,7 +130,7 @@ def part_large(out_csv, models=("mobilenet_v2", "resnet18", "vgg16"), solvers=("
         h = iop.heuristic(g, cl, model=name)
         for solver in solvers:
             t0 = time.perf_counter()
-            e = iop.exact(g, cl, model=name, solver=solver, time_limit=time_limit)
+            e = iop.exact(g, cl, model=name, solver=solver, time_limit=time_limit, cuts=cuts)
             row = {"model": name, "cluster": "pi4x8", "solver": solver, "status": e.status,
                    "exact_latency_s": e.report.latency_s if e.report else None, "bound_s": e.bound,
                    "greedy_latency_s": h.report.latency_s, "solve_s": round(time.perf_counter() - t0, 2),
@@ -146,7 +146,7 @@ def part_large(out_csv, models=("mobilenet_v2", "resnet18", "vgg16"), solvers=("
     return rows
 
 
-def part_gap(models, out_csv, solver="highs", time_limit=120.0):
+def part_gap(models, out_csv, solver="highs", time_limit=120.0, cuts=False):
     base = preset("iop-paper")
     bw0 = base.bw(base.devices[0].name, base.devices[1].name)
     fields = ["model", "devices", "bandwidth_factor", "memory", "capacity_bytes", "greedy_status", "greedy_latency_s",
@@ -170,7 +170,7 @@ def part_gap(models, out_csv, solver="highs", time_limit=120.0):
                     for mem, cl in (("roomy", roomy), ("tight", with_memory(roomy, (cm + am) / 2))):
                         h = iop.heuristic(g, cl, model=name)
                         t0 = time.perf_counter()
-                        e = iop.exact(g, cl, model=name, solver=solver, time_limit=time_limit)
+                        e = iop.exact(g, cl, model=name, solver=solver, time_limit=time_limit, cuts=cuts)
                         dt = time.perf_counter() - t0
                         hl = h.report.latency_s if h.feasible else None
                         el = e.report.latency_s if e.feasible else None
@@ -316,14 +316,15 @@ def main(argv=None) -> int:
     ap.add_argument("--solver", default="highs", choices=["cbc", "highs", "cpsat"])
     ap.add_argument("--time-limit", type=float, default=120.0)
     ap.add_argument("--csv", default=os.path.join(HERE, "results", "iop_gap.csv"))
+    ap.add_argument("--cuts", action="store_true", help="the exact model with its per-resource load cuts")
     args = ap.parse_args(argv)
     ok = True
     if args.part in ("paper", "all"):
         part_paper(args.paper_models.split(","))
     if args.part in ("gap", "all"):
-        ok = part_gap(args.models.split(","), args.csv, args.solver, args.time_limit)
+        ok = part_gap(args.models.split(","), args.csv, args.solver, args.time_limit, args.cuts)
     if args.part in ("large", "all"):
-        part_large(args.large_csv)
+        part_large(args.large_csv, cuts=args.cuts)
     if args.part in ("baselines", "all"):
         part_baselines(args.models.split(","), args.baselines_csv)
     if args.part in ("memory", "all"):

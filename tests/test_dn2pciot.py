@@ -71,6 +71,21 @@ def test_fast_costs_equal_evaluate(zoo, rated, grouping, link):
         assert [int(p) for p in c.peak] == [rep.peak_memory_bytes[d] for d in cl.names]
 
 
+@pytest.mark.parametrize("grouping", ["coarse", "fine"])
+@pytest.mark.parametrize("link", ["shared", "mesh"])
+def test_batched_scores_equal_costs_row_by_row(zoo, rated, grouping, link):
+    """The local search prices every move of a step at once (Evaluator.scores); each row equals
+    costs() of that assignment to the last bit, on clusters with rates per kind and overheads."""
+    _, _, g = zoo("lenet5")
+    ng = dn.neuron_graph(g, grouping)
+    cl = rated(iot(4, 64 * KiB, link, hetero=True))
+    ev = dn.Evaluator(ng, cl)
+    X = np.random.default_rng(2).integers(0, 4, (40, len(ng.vertices)))
+    X[0] = 0                                    # everything on the source: nothing sent
+    for objective in ("rate", "comm"):
+        assert ev.scores(X, objective) == [(int(c.over.sum()),) + c.key(objective) for c in map(ev.costs, X)]
+
+
 @pytest.mark.parametrize("setup", SETUPS)
 def test_every_reported_plan_verifies(zoo, setup):
     net, x, g = zoo("lenet5")
