@@ -572,10 +572,10 @@ def improve(ng: NeuronGraph, ev: Evaluator, x: np.ndarray, objective: str = "rat
         best, best_x = cur, None
         y_over = cur[0]
         for _ in range(steps):
-            load = ev.compute_s(y)
+            idlest = int(np.argmin(ev.compute_s(y)))
             moves = []
             for v in np.flatnonzero(~locked):
-                targets = {int(y[u]) for u in nb[v]} | {int(np.argmin(load))}
+                targets = {int(y[u]) for u in nb[v]} | {idlest}
                 targets.discard(int(y[v]))
                 moves += [(v, d) for d in targets]
             if not moves:

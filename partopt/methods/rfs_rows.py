@@ -189,6 +189,9 @@ def all_block_tables(graph: LayerGraph, units: list[list[str]], inputs: list[str
     cache = graph.__dict__.setdefault("_block_tables_cache", {})
     if key in cache:
         return dict(cache[key])
+    for k, more in cache.items():               # longer blocks' tables already built: take the short ones
+        if longest and k[:2] == key[:2] and (k[2] is None or k[2] >= longest):
+            return {(i, j): tab for (i, j), tab in more.items() if j - i <= longest}
     out: dict[tuple[int, int], BlockTables] = {}
     n = len(units)
     for j in range(1, n + 1):
