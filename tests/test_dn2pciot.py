@@ -86,6 +86,21 @@ def test_batched_scores_equal_costs_row_by_row(zoo, rated, grouping, link):
         assert ev.scores(X, objective) == [(int(c.over.sum()),) + c.key(objective) for c in map(ev.costs, X)]
 
 
+def test_symmetry_breaking_only_between_truly_interchangeable_devices():
+    """Two identical devices are ordered by load only if every link, theirs to each other in
+    both directions included, is the same: a one-way slow link between them makes them differ."""
+    cl = iot(3, 64 * KiB, "mesh")
+    a, c = cl.names[1], cl.names[2]
+    assert dn.interchangeable(cl, a, c)
+    bw = dict(cl.bandwidth)
+    bw[(a, c)] = bw[(a, c)] / 4
+    one_way = type(cl)(cl.name, cl.devices, bw, cl.latency_s, cl.link)
+    assert not dn.interchangeable(one_way, a, c)
+    bw = dict(cl.bandwidth)
+    bw[(cl.names[0], c)] = bw[(cl.names[0], c)] / 4
+    assert not dn.interchangeable(type(cl)(cl.name, cl.devices, bw, cl.latency_s, cl.link), a, c)
+
+
 @pytest.mark.parametrize("setup", SETUPS)
 def test_every_reported_plan_verifies(zoo, setup):
     net, x, g = zoo("lenet5")

@@ -689,7 +689,6 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
     _check(objective)
     ev = Evaluator(ng, cluster)
     n, V, S, src = ev.n, len(ng.vertices), ng.n_stages, 0
-    names = cluster.names
     lat = cluster.latency_s
     horizon = float(ev.secs.max(axis=1).sum() + S * cluster.stage_overhead_s + (ng.cls_bytes.sum() * n + ev.out.sum()) * ev.inv_bw.max()
                     + lat * (S + 1) * n * n) + 1.0
@@ -850,16 +849,24 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
     if symmetry:
         devs = cluster.devices
         for d in range(1, n - 1):
-            a, c = devs[d], devs[d + 1]
-            if (a.flops_per_s, a.flops_per_s_by_kind, a.memory_bytes) == (c.flops_per_s, c.flops_per_s_by_kind,
-                                                                           c.memory_bytes) and all(
-                    cluster.bw(a.name, o) == cluster.bw(c.name, o) and cluster.bw(o, a.name) == cluster.bw(o, c.name)
-                    for o in names if o not in (a.name, c.name)):
+            if interchangeable(cluster, devs[d].name, devs[d + 1].name):
                 ex = Lin()
                 for v in range(V):
                     ex = ex + Lin.var(x[(v, d + 1)], float(ev.flops[v])) + Lin.var(x[(v, d)], -float(ev.flops[v]))
                 b.at_most(ex, 0)
     return b, x
+
+
+def interchangeable(cluster: Cluster, a: str, c: str) -> bool:
+    """True when swapping devices ``a`` and ``c`` maps every plan to one with the same costs:
+    the same rates, memory and links to every other device in both directions, and the link
+    between them as fast both ways. Only then may the exact model order their loads."""
+    da, dc = cluster.device(a), cluster.device(c)
+    same_device = (da.flops_per_s, da.flops_per_s_by_kind, da.memory_bytes) == \
+        (dc.flops_per_s, dc.flops_per_s_by_kind, dc.memory_bytes)
+    same_links = all(cluster.bw(a, o) == cluster.bw(c, o) and cluster.bw(o, a) == cluster.bw(o, c)
+                     for o in cluster.names if o not in (a, c))
+    return same_device and same_links and cluster.bw(a, c) == cluster.bw(c, a)
 
 
 def model(graph: LayerGraph, cluster: Cluster, *, solver: str = "highs", grouping="coarse", objective: str = "rate"):
