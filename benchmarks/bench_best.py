@@ -107,7 +107,7 @@ def main(argv=None) -> int:
             b = METHODS["best"].heuristic(cold, cl, model=name)
             dt = time.perf_counter() - t0
             v = verify(b.plan, net, x, g, cl) if b.feasible else None
-            lb = lower_bound(g, cl, source=b.plan.source).seconds
+            lb = lower_bound(g, cl, source=b.plan.source, sink=b.plan.sink).seconds
             feas = {m: t for m, t in others.items() if t is not None}
             bo = min(feas, key=feas.get) if feas else None
             row = {"model": name, "cluster": cl_name, "best_s": b.report.latency_s if b.feasible else None,

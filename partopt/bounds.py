@@ -14,15 +14,21 @@ Two facts hold for any plan on any cluster, whatever its stages, tasks and trans
    shortest such path from the source (:func:`earliest_arrivals`); on a shared medium one
    message is served at a time, so the k-th device to receive anything gets it no earlier than
    k messages after the start, and the bound gives the earliest slots to the fastest devices.
+3. **Results reach the sink.** What a device other than the sink computes of the necessary
+   work must leave it: after its last such task at least one more message (one element) goes
+   out, on a mesh along the fastest path to the sink (:func:`latest_departures`), on a shared
+   medium in a slot of its own, so the j-th last device to send finishes at least j messages
+   before the end (the latest slots go to the fastest devices).
 
-With ``a_d`` the earliest start of device d, ``o`` the cluster's per-task overhead and ``f_d``
-its FLOP/s, a plan of latency T computes at most ``sum_d f_d * max(0, T - a_d - o)`` FLOPs, so
-T is at least the smallest T at which that reaches the necessary work (:func:`lower_bound`).
+With ``a_d`` the earliest start of device d, ``e_d`` the time it must leave at the end, ``o``
+the cluster's per-task overhead and ``f_d`` its FLOP/s, a plan of latency T computes at most
+``sum_d f_d * max(0, T - a_d - e_d - o)`` FLOPs, so T is at least the smallest T at which that
+reaches the necessary work (:func:`lower_bound`).
 Without communication this is total FLOPs / total FLOP/s. Where devices have rates per op kind,
 the same statement is a small LP over how much of each kind's necessary work each device does.
 
 What it misses (why a ratio above ~2 is common): the halo and activation bytes a split must
-move (only one element per device is charged), the output's trip to the sink, memory (a device
+move (only one element per device is charged, in and out), memory (a device
 that cannot hold a layer's weights still counts its full speed), and the per-layer barriers
 that the list schedule imposes.
 
@@ -169,18 +175,47 @@ def earliest_arrivals(graph: LayerGraph, cluster: Cluster, source: str) -> dict[
     return dist
 
 
+def latest_departures(graph: LayerGraph, cluster: Cluster, sink: str) -> dict[str, float]:
+    """Per device, the least time (s) between the end of its last necessary computation and the
+    end of any plan: 0 at the sink; else the output of that computation must still reach the
+    sink, one element's message along the fastest path to it (mesh), or, on a shared medium,
+    the k-th last message slot (the fastest devices get the latest slots)."""
+    elem = FLOAT_BYTES * graph.batch
+    msg = {(a, b): cluster.latency_s + elem / cluster.bw(a, b) for a in cluster.names for b in cluster.names if a != b}
+    if cluster.link == "shared":
+        others = sorted((d for d in cluster.devices if d.name != sink), key=lambda d: -d.flops_per_s)
+        shortest = min(msg.values(), default=0.0)
+        out = {sink: 0.0}
+        for k, d in enumerate(others, start=1):
+            out[d.name] = k * shortest
+        return out
+    dist = {sink: 0.0}
+    heap = [(0.0, sink)]
+    while heap:                     # shortest paths to the sink: Dijkstra on the reversed links
+        t, b = heapq.heappop(heap)
+        if t > dist.get(b, float("inf")):
+            continue
+        for a in cluster.names:
+            if a != b and t + msg[(a, b)] < dist.get(a, float("inf")):
+                dist[a] = t + msg[(a, b)]
+                heapq.heappush(heap, (dist[a], a))
+    return dist
+
+
 @dataclass(frozen=True)
 class LowerBound:
-    """``seconds`` no plan's latency can beat, from ``necessary_flops`` and the devices' ``starts_s``."""
+    """``seconds`` no plan's latency can beat, from ``necessary_flops``, the devices' ``starts_s``
+    and the time each must leave at the end for its results to reach the sink (``ends_s``)."""
 
     seconds: float
     necessary_flops: int
     zero_comm_s: float              # necessary FLOPs / total FLOP/s (per kind: the LP below, all starts 0)
     starts_s: dict[str, float]
+    ends_s: dict[str, float]
 
 
 def lower_bound(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
-                work: Optional[dict[str, int]] = None) -> LowerBound:
+                work: Optional[dict[str, int]] = None, sink: Optional[str] = None) -> LowerBound:
     """The smallest T at which the devices, each from its earliest start ``a_d`` plus one task
     overhead, can compute the necessary FLOPs (module doc), seconds. With one rate per device:
     the smallest T with sum_d f_d * max(0, T - a_d - overhead) >= necessary FLOPs (overhead: one
@@ -190,25 +225,29 @@ def lower_bound(graph: LayerGraph, cluster: Cluster, source: Optional[str] = Non
     the caller already has it (bounds on several sub-clusters of one model). On
     ``cluster.subset(names)`` it bounds every plan whose tasks run on those devices only
     (messages go directly between the devices that hold and need data, so the other devices
-    neither compute nor relay)."""
+    neither compute nor relay). ``sink``: where the plan's output ends (the source by default)."""
     source = source or cluster.devices[0].name
-    cluster.device(source)
+    sink = sink or source
+    cluster.device(source), cluster.device(sink)
     work = necessary_flops_by_kind(graph) if work is None else work
     total = sum(work.values())
     starts = earliest_arrivals(graph, cluster, source)
+    ends = latest_departures(graph, cluster, sink)
     # a device that computes anything runs at least one task in one stage: it is busy for the
-    # task and stage overheads
-    # besides its FLOPs, so its FLOPs fit in [a_d + overhead, T]
-    ready = {d: a + cluster.one_task_overhead_s for d, a in starts.items()}
+    # task and stage overheads besides its FLOPs, so its FLOPs fit in [a_d + overhead, T - e_d];
+    # in what follows a device's window is T minus its ``ready``
+    ready = {d: a + cluster.one_task_overhead_s + ends[d] for d, a in starts.items()}
     if any(d.flops_per_s_by_kind for d in cluster.devices):
         if cluster.link == "shared" and len(starts) > 1:
             # which device is fastest depends on the kind, so the slots are not ordered by
-            # speed: every other device may have the first slot (weaker, still valid)
+            # speed: every other device may have the first and the last slot (weaker, still valid)
             first = min(a for d, a in starts.items() if d != source)
-            ready = {d: (0.0 if d == source else first) + cluster.one_task_overhead_s for d in starts}
+            last = min(e for d, e in ends.items() if d != sink)
+            ready = {d: (0.0 if d == source else first) + (0.0 if d == sink else last) + cluster.one_task_overhead_s
+                     for d in starts}
         zero = _kinds_lp(cluster, work, {d: 0.0 for d in starts})
         t = _kinds_lp(cluster, work, ready)
-        return LowerBound(max(t, zero), total, zero, starts)
+        return LowerBound(max(t, zero), total, zero, starts, ends)
     speed = {d.name: d.flops_per_s for d in cluster.devices}
     zero = total / sum(speed.values())
     # piecewise linear in T: add devices in order of start time until the work fits
@@ -222,7 +261,7 @@ def lower_bound(graph: LayerGraph, cluster: Cluster, source: Optional[str] = Non
         if t <= t_next:
             break
         done_at += rate * (t_next - ready[d])
-    return LowerBound(max(t, zero), total, zero, starts)
+    return LowerBound(max(t, zero), total, zero, starts, ends)
 
 
 LP_SAFETY_REL = 1e-6     # the LP's optimum is shaved by this much: a bound must never exceed the truth

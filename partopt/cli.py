@@ -116,10 +116,10 @@ def _record(sol, model: str, cluster, ver=None, lower_bound_s: Optional[float] =
 
 
 def _lower_bound_s(graph, cluster, sol=None) -> float:
-    """partopt.bounds.lower_bound for the plan's source (the cluster's first device without a plan)."""
+    """partopt.bounds.lower_bound for the plan's source and sink (the cluster's first device without a plan)."""
     from .bounds import lower_bound
-    src = sol.plan.source if (sol is not None and sol.plan is not None) else None
-    return lower_bound(graph, cluster, source=src).seconds
+    plan = sol.plan if sol is not None else None
+    return lower_bound(graph, cluster, source=plan.source if plan else None, sink=plan.sink if plan else None).seconds
 
 
 def cmd_models(args) -> int:

@@ -4,12 +4,13 @@ import random
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
-from partopt.bounds import earliest_arrivals, lower_bound, necessary_flops, necessary_flops_by_kind
+from partopt.bounds import earliest_arrivals, latest_departures, lower_bound, necessary_flops, necessary_flops_by_kind
 from partopt.cluster import Device, heterogeneous, homogeneous, preset
 from partopt.methods import segment_path
 from partopt.methods import METHODS, best, dpfp, iop
 from partopt.methods.baselines import layer_stages
-from partopt.plan import Stage, build_plan, evaluate
+from partopt.geometry import Box
+from partopt.plan import Stage, Task, build_plan, evaluate
 from partopt.verify import verify
 
 from test_split_execution import CL, case, random_tasks
@@ -244,6 +245,38 @@ def test_earliest_arrivals_shared_medium_gives_slots_to_the_fastest(zoo):
     a = earliest_arrivals(g, c, "src")
     one = 0.01 + 4 / 1e6
     assert a == pytest.approx({"src": 0.0, "fast": one, "slow": 2 * one})
+
+
+def test_latest_departures_mirror_the_arrivals_toward_the_sink(zoo):
+    """Results must reach the sink: on a shared medium the fastest devices get the last slots;
+    on a mesh a device leaves the fastest path's time to the sink (here via the fast relay)."""
+    net, x, g = zoo("lenet5")
+    c = heterogeneous([("src", 1e9, GiB), ("slow", 1e9, GiB), ("fast", 9e9, GiB)], 1e6, latency_s=0.01)
+    shared = type(c)(c.name, c.devices, c.bandwidth, c.latency_s, "shared")
+    one = 0.01 + 4 / 1e6
+    assert latest_departures(g, shared, "src") == pytest.approx({"src": 0.0, "fast": one, "slow": 2 * one})
+    bw = dict(c.bandwidth)
+    bw[("slow", "src")] = 1.0                     # slow's direct link home is useless; via fast it is 2 hops
+    mesh = type(c)(c.name, c.devices, bw, c.latency_s, "mesh")
+    assert latest_departures(g, mesh, "src") == pytest.approx({"src": 0.0, "fast": one, "slow": 2 * one})
+    lb = lower_bound(g, shared)
+    assert lb.ends_s == latest_departures(g, shared, "src")
+    # a sink other than the source: the source must now send its results too
+    assert lower_bound(g, shared, sink="fast").ends_s["src"] > 0
+
+
+def test_bound_charges_the_way_home_only_where_results_leave_a_device(zoo):
+    """On a fast radio with a long latency nothing is worth splitting: every device but the
+    source loses a message in and one out, so the bound is the source alone's time, and a plan
+    run wholly on a worker is above it by the two messages."""
+    net, x, g = zoo("lenet5")
+    c = homogeneous(3, bandwidth_bytes_per_s=1e12, latency_s=1.0, link="shared")
+    lb = lower_bound(g, c).seconds
+    alone = g.total_flops / 8e9
+    assert lb == pytest.approx(alone, rel=1e-9)
+    worker = build_plan(g, c, [Stage([o.name for o in g.ops], [Task(c.names[1], Box.full(g.tensor_chw(g.output)))])],
+                        model="m", method="single")
+    assert evaluate(worker, g, c).latency_s >= lb + 2.0
 
 
 @pytest.mark.parametrize("solver", ["highs"])
