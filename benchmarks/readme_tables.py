@@ -86,6 +86,33 @@ def iop_large() -> str:
     return _table(["model", "solver", "status", "exact s", "proven bound s", "greedy s", "solve s"], out)
 
 
+def iop_cuts() -> str:
+    """The gap sweep without and with the load cuts (HiGHS; with them, HIGHS_TIGHT's tolerances):
+    statuses, solve time, and the instances whose status or exact latency differ."""
+    key = lambda r: (r["model"], r["devices"], r["bandwidth_factor"], r["memory"])     # noqa: E731
+    base = {key(r): r for r in _rows("iop_gap.csv")}
+    cuts = {key(r): r for r in _rows("iop_gap_cuts.csv")}
+    out = []
+    for name, rows in (("without cuts (iop_gap.csv)", [base[k] for k in cuts]), ("with cuts (iop_gap_cuts.csv)",
+                                                                                  list(cuts.values()))):
+        st = [r["exact_status"] for r in rows]
+        secs = [float(r["solve_s"]) for r in rows]
+        out.append([name, len(rows), st.count("optimal"), st.count("feasible"), st.count("infeasible"),
+                    f"{sum(secs):.0f}", f"{statistics.median(secs):.2f}", f"{max(secs):.1f}"])
+    summary = _table(["run", "instances", "optimal", "feasible", "infeasible", "total solve s", "median s",
+                      "max s"], out)
+    diff = []
+    for k, c in cuts.items():
+        b = base[k]
+        eb, ec = (float(x) if x else float("nan") for x in (b["exact_latency_s"], c["exact_latency_s"]))
+        if b["exact_status"] != c["exact_status"] or not abs(eb - ec) <= 1e-5 * max(eb, ec):
+            diff.append(list(k) + [b["exact_status"], f"{eb:.4f}", c["exact_status"], f"{ec:.4f}",
+                                   f"{float(b['solve_s']):.1f}", f"{float(c['solve_s']):.1f}",
+                                   f"{float(c['greedy_latency_s']):.4f}"])
+    return summary + "\n" + _table(["model", "devices", "bandwidth x", "memory", "without: status", "s",
+                                    "with: status", "s", "solve s without", "with", "greedy s"], diff)
+
+
 def iop_vs_coedge() -> str:
     """With memory to spare, the instances whose exact optimum pairs operators. The greedy adds a
     pair only when it lowers ``evaluate``'s latency, so its plan is never slower than the
@@ -439,7 +466,7 @@ def edge_zoo() -> str:
 BLOCKS: dict[str, Callable[[], str]] = {
     "demo": demo, "default-counts": default_counts, "best": best_summary, "best-bound": best_bound_histogram, "best-exact": best_exact,
     "default-union": default_union,
-    "iop-gap": iop_gap, "iop-vs-coedge": iop_vs_coedge, "iop-large": iop_large, "dpfp-gap": dpfp_gap, "dpfp-zoo": dpfp_zoo, "dpfp-speed": dpfp_speed, "nptp-gap": nptp_gap,
+    "iop-gap": iop_gap, "iop-vs-coedge": iop_vs_coedge, "iop-large": iop_large, "iop-cuts": iop_cuts, "dpfp-gap": dpfp_gap, "dpfp-zoo": dpfp_zoo, "dpfp-speed": dpfp_speed, "nptp-gap": nptp_gap,
     "default-summary": default_summary, "default-solvers": default_solvers, "runtime": runtime, "runtime-compare": runtime_compare, "core": core,
     "dn2pciot": dn2pciot, "reproductions": reproductions, "models": models, "ops": ops, "edge-zoo": edge_zoo,
 }

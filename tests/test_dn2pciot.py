@@ -159,6 +159,22 @@ def test_comm_objective_sends_no_more_bytes(zoo):
     assert comm.objective == comm.report.comm_bytes
 
 
+def test_a_solver_calling_a_fitting_instance_infeasible_is_not_believed(zoo, monkeypatch):
+    """A back-end that wrongly reports infeasible (numerics) where the heuristic's assignment
+    fits memory: the exact method returns that assignment as `feasible`, with the reason."""
+    from partopt import maxplus
+    from partopt.solvers import SolveResult
+    _, _, g = zoo("lenet5")
+    cl = preset("dn2pciot-1")
+    h = dn.heuristic(g, cl)
+    assert h.feasible
+    monkeypatch.setattr(maxplus.PulpBuilder, "solve",
+                        lambda self, *a, **k: SolveResult("infeasible", None, None, None, 0.0, "highs"))
+    e = dn.exact(g, cl, solver="highs", time_limit=5)
+    assert e.status == "feasible" and "reported infeasible" in e.reason
+    assert e.objective == pytest.approx(h.objective, rel=1e-12)
+
+
 def test_too_little_memory_is_infeasible(zoo):
     _, _, g = zoo("lenet5")
     cl = iot(2, 32 * KiB)

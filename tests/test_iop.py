@@ -210,6 +210,31 @@ def test_memory_too_small_is_infeasible_with_reason(zoo):
         assert "device pi" in sol.reason and "lacks" in sol.reason
 
 
+@pytest.mark.parametrize("claim", ["infeasible", "optimal"])
+def test_a_wrong_solver_answer_never_passes_for_proven(zoo, monkeypatch, claim):
+    """A back-end that calls the instance infeasible, or proves "optimal" a plan slower than the
+    greedy's (both seen from HiGHS on numerically hard instances), does not make the exact
+    method say so: the greedy's plan comes back as `feasible`, with the reason."""
+    from partopt import maxplus
+    from partopt.solvers import SolveResult
+    _, _, g = zoo("alexnet")
+    cl = clusters(3)[0]
+    h = iop.heuristic(g, cl)
+    assert h.feasible and not h.plan.meta["pairs"]      # here no pair pays
+
+    def wrong(self, *a, **k):
+        if claim == "infeasible":
+            return SolveResult("infeasible", None, None, None, 0.0, "highs")
+        first = sorted(n for n in self.vars if n.startswith("x_"))[0]    # "optimal": a pair forced in
+        self.prob.addConstraint(self.vars[first] == 1)
+        return maxplus.solve_milp(self.prob, "highs", scale=self.obj_scale)
+    monkeypatch.setattr(maxplus.PulpBuilder, "solve", wrong)
+    e = iop.exact(g, cl, solver="highs")
+    assert e.status == "feasible" and e.report.latency_s == pytest.approx(h.report.latency_s, rel=1e-12)
+    if claim == "infeasible":
+        assert "reported infeasible" in e.reason
+
+
 @pytest.mark.parametrize("name", ["lenet5", "alexnet", "resnet18"])
 def test_greedy_never_beats_exact(zoo, name):
     _, _, g = zoo(name)

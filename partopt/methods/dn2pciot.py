@@ -895,9 +895,14 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
             for d in range(n):
                 b.hint(x[(v, d)], int(hx[v] == d))
     r = b.solve(solver, time_limit=time_limit, threads=threads)
-    if r.status == "infeasible":
+    if r.status == "infeasible" and not h.feasible:
         return Solution(None, "infeasible", "dn2pciot", mode="exact", solve_s=time.perf_counter() - t0, solver=solver,
                         reason="no assignment of the neurons fits every device's memory (proven)")
+    if r.status == "infeasible":        # the heuristic's assignment fits: the solver is wrong (numerics)
+        sol = _result(ng, cluster, hx, "dn2pciot", objective, t0, model, status="feasible", mode="exact",
+                      solver=solver)
+        sol.reason = "the solver reported infeasible, but the heuristic's assignment fits memory; not proven"
+        return sol
     cands = [hx] if h.feasible else []
     if r.status != "no_solution":
         cands.append(np.array([max(range(n), key=lambda d: b.value(x[(v, d)])) for v in range(len(ng.vertices))]))
