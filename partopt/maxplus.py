@@ -71,16 +71,21 @@ class Builder:
     """What :class:`SymSchedule` and the methods need of a back-end.
 
     Variables are named; ``time`` variables are seconds (>= 0), ``integer`` and ``boolean`` are
-    counts and choices, ``quantity`` a non-negative amount that is not a time (bytes). ``at_least(v, e, when)``: ``v >= e`` (only when the boolean ``when`` is 1,
-    if given). ``at_most(e, rhs, when)``: ``e <= rhs`` likewise, for quantities that are not
-    times (bytes): pass ``big_m`` for the PuLP back-end. ``equal(e, rhs)``: ``e == rhs``.
+    counts and choices, ``quantity`` a non-negative amount that is not a time (bytes).
+    ``at_least(v, e, when, big_m)``: ``v >= e`` (only when the boolean ``when`` is 1, if given;
+    ``big_m``, seconds: at least any value ``e`` takes, for the PuLP back-end's switch, the
+    builder's horizon if not given). ``at_most(e, rhs, when)``: ``e <= rhs`` likewise, for
+    quantities that are not times (bytes): pass ``big_m`` for the PuLP back-end.
+    ``equal(e, rhs)``: ``e == rhs``. ``bounds(v)``: (lowest, highest) value of a variable
+    (a time's highest: the horizon, or a tighter one set by ``time(name, hi)``).
     """
 
-    def time(self, name: str) -> str: ...
+    def time(self, name: str, hi: Optional[float] = None) -> str: ...
     def integer(self, name: str, lo: int, hi: int) -> str: ...
     def boolean(self, name: str) -> str: ...
     def quantity(self, name: str, hi: float) -> str: ...
-    def at_least(self, v: str, e: Lin, when: Optional[str] = None) -> None: ...
+    def at_least(self, v: str, e: Lin, when: Optional[str] = None, big_m: Optional[float] = None) -> None: ...
+    def bounds(self, v: str) -> tuple[float, float]: ...
     def at_most(self, e: Lin, rhs: float, when: Optional[str] = None, big_m: float = 0.0) -> None: ...
     def equal(self, e: Lin, rhs: float) -> None: ...
     def minimize(self, v: str) -> None: ...
@@ -101,8 +106,10 @@ class PulpBuilder(Builder):
         self.prob = pulp.LpProblem(name, pulp.LpMinimize)
         self.scale = MILP_UNITS_PER_S
         self.big_m = float(big_m) * self.scale
+        self.horizon_s = float(big_m)
         self.vars: dict[str, object] = {}
         self.is_time: set[str] = set()
+        self.range: dict[str, tuple[float, float]] = {}
         self.obj_scale = self.scale
 
     def _new(self, name, is_time=False, **kw):
@@ -114,17 +121,24 @@ class PulpBuilder(Builder):
             self.is_time.add(name)
         return name
 
-    def time(self, name):
+    def time(self, name, hi=None):
+        self.range[name] = (0.0, self.horizon_s if hi is None else min(float(hi), self.horizon_s))
         return self._new(name, is_time=True, lowBound=0)
 
     def integer(self, name, lo, hi):
+        self.range[name] = (float(lo), float(hi))
         return self._new(name, lowBound=lo, upBound=hi, cat="Integer")
 
     def boolean(self, name):
+        self.range[name] = (0.0, 1.0)
         return self._new(name, cat="Binary")
 
     def quantity(self, name, hi):
+        self.range[name] = (0.0, float(hi))
         return self._new(name, lowBound=0, upBound=hi)
+
+    def bounds(self, v):
+        return self.range[v]
 
     def _expr(self, e: Lin, scale: float = 1.0):
         """``e`` in model units: a time's constant and the seconds per unit of a count scaled,
@@ -132,12 +146,13 @@ class PulpBuilder(Builder):
         return (self.pulp.lpSum((c if k in self.is_time else c * scale) * self.vars[k] for k, c in e.terms.items() if c)
                 + e.const * scale)
 
-    def at_least(self, v, e, when=None):
+    def at_least(self, v, e, when=None, big_m=None):
         scale = self.scale if v in self.is_time else 1.0
         if when is None:
             self.prob += self.vars[v] >= self._expr(e, scale)
         else:
-            self.prob += self.vars[v] >= self._expr(e, scale) - self.big_m * (1 - self.vars[when])
+            m = self.big_m if big_m is None else min(self.big_m, float(big_m) * scale)
+            self.prob += self.vars[v] >= self._expr(e, scale) - m * (1 - self.vars[when])
 
     def at_most(self, e, rhs, when=None, big_m=0.0):
         if when is None:
@@ -180,6 +195,7 @@ class CpsatBuilder(Builder):
         self.horizon = int(horizon_s * tick) + 1
         self.vars: dict[str, object] = {}
         self.is_time: set[str] = set()
+        self.range: dict[str, tuple[float, float]] = {}
         self.solver = None
 
     def _new(self, name, v, is_time=False):
@@ -190,17 +206,24 @@ class CpsatBuilder(Builder):
             self.is_time.add(name)
         return name
 
-    def time(self, name):
+    def time(self, name, hi=None):
+        self.range[name] = (0.0, self.horizon / self.tick if hi is None else min(float(hi), self.horizon / self.tick))
         return self._new(name, self.model.new_int_var(0, self.horizon, name), True)
 
     def integer(self, name, lo, hi):
+        self.range[name] = (float(lo), float(hi))
         return self._new(name, self.model.new_int_var(int(lo), int(hi), name))
 
     def boolean(self, name):
+        self.range[name] = (0.0, 1.0)
         return self._new(name, self.model.new_bool_var(name))
 
     def quantity(self, name, hi):
+        self.range[name] = (0.0, float(hi) + 1)
         return self._new(name, self.model.new_int_var(0, int(hi) + 1, name))
+
+    def bounds(self, v):
+        return self.range[v]
 
     def _expr(self, e: Lin, scale: float):
         out = round(e.const * scale)
@@ -210,7 +233,7 @@ class CpsatBuilder(Builder):
                 out += round(coef) * self.vars[k]
         return out
 
-    def at_least(self, v, e, when=None):
+    def at_least(self, v, e, when=None, big_m=None):      # enforcement literals: no big-M
         ct = self.model.add(self.vars[v] >= self._expr(e, self.tick))
         if when is not None:
             ct.only_enforce_if(self.vars[when])
@@ -249,6 +272,9 @@ def builder(solver: str, horizon_s: float) -> Builder:
     raise SolverError(f"unknown solver {solver!r}; choose from cbc, highs, cpsat")
 
 
+M_SLACK_REL, M_SLACK_S = 1e-9, 1e-6     # a switched-off row's big-M: the term's largest value, and this much more
+
+
 @dataclass
 class SymStage:
     """One routed stage as the schedule sees it: its transfers, output tensor, the tensors each
@@ -274,17 +300,30 @@ class SymSchedule:
         self.ready: dict[tuple[str, str], Optional[str]] = {}
         self._n = 0
 
-    def _var(self, tag: str) -> str:
+    def _var(self, tag: str, hi: Optional[float] = None) -> str:
         self._n += 1
-        return self.b.time(f"t{tag}_{self._n}")
+        return self.b.time(f"t{tag}_{self._n}", hi)
+
+    def highest(self, e: Lin) -> float:
+        """The largest value ``e`` takes (seconds) when every variable in it is within its
+        bounds: a time variable of this schedule at most the largest value of its terms, so
+        the schedule that sets each variable to the max of its terms (the one ``evaluate``
+        runs) keeps them all within. Each switched-off constraint's big-M is this, per
+        constraint, instead of one horizon for all (tighter relaxation, smaller coefficients)."""
+        total = e.const
+        for k, c in e.terms.items():
+            lo, hi = self.b.bounds(k)
+            total += c * (hi if c > 0 else lo)
+        return total
 
     def _max(self, tag: str, keep: Optional[str], terms: list[Lin], when: Optional[str]) -> str:
         """A new variable >= ``keep`` always and >= each of ``terms`` under ``when``."""
-        v = self._var(tag)
+        hi = max([self.highest(t) for t in terms] + ([self.highest(Lin.var(keep))] if keep is not None else [0.0]))
+        v = self._var(tag, hi)
         if keep is not None:
             self.b.at_least(v, Lin.var(keep))
         for t in terms:
-            self.b.at_least(v, t, when)
+            self.b.at_least(v, t, when, big_m=max(0.0, self.highest(t)) * (1 + M_SLACK_REL) + M_SLACK_S)
         return v
 
     @staticmethod
@@ -300,13 +339,13 @@ class SymSchedule:
             group = msgs[(src, dst)]
             nb = sum(t.nbytes for t in group)
             res = "medium" if self.link == "shared" else f"{src}->{dst}"
-            start = self._var("s")
-            for tensor in {t.tensor for t in group}:
-                r = self.ready.get((tensor, src))
-                if r is not None:
-                    self.b.at_least(start, Lin.var(r))
+            before = [Lin.var(r) for r in (self.ready.get((tensor, src)) for tensor in {t.tensor for t in group})
+                      if r is not None]
             if self.link_free[res] is not None:
-                self.b.at_least(start, Lin.var(self.link_free[res]))
+                before.append(Lin.var(self.link_free[res]))
+            start = self._var("s", max([self.highest(x) for x in before], default=0.0))
+            for x in before:
+                self.b.at_least(start, x)
             end = Lin.var(start) + transfer_time(nb, self.bw(src, dst), self.latency_s)
             self.link_free[res] = self._max("lf", self.link_free[res], [end], when)
             arrivals[dst].append(end)
