@@ -285,6 +285,14 @@ def best_summary() -> str:
                    "max speed-up", "median x lower bound", "x lower bound min-max", "median plan s", "max plan s"], out)
 
 
+def best_slow() -> str:
+    """The instances of best.csv that took best more than a second to plan."""
+    rows = [r for r in _rows("best.csv") if r["best_s"]]
+    slow = [r for r in rows if float(r["best_plan_s"]) > 1.0]
+    head = f"{len(rows) - len(slow)} of {len(rows)} instances planned in under 1 s; the others:\n\n"
+    return head + _table(["model", "cluster", "plan s"], [[r["model"], r["cluster"], r["best_plan_s"]] for r in slow])
+
+
 def best_bound_histogram() -> str:
     """How far best is from the lower bound, over every instance of best.csv."""
     ratio = [float(r["best_over_bound"]) for r in _rows("best.csv") if r["best_over_bound"]]
@@ -464,7 +472,7 @@ def edge_zoo() -> str:
 
 
 BLOCKS: dict[str, Callable[[], str]] = {
-    "demo": demo, "default-counts": default_counts, "best": best_summary, "best-bound": best_bound_histogram, "best-exact": best_exact,
+    "demo": demo, "default-counts": default_counts, "best": best_summary, "best-slow": best_slow, "best-bound": best_bound_histogram, "best-exact": best_exact,
     "default-union": default_union,
     "iop-gap": iop_gap, "iop-vs-coedge": iop_vs_coedge, "iop-large": iop_large, "iop-cuts": iop_cuts, "dpfp-gap": dpfp_gap, "dpfp-zoo": dpfp_zoo, "dpfp-speed": dpfp_speed, "nptp-gap": nptp_gap,
     "default-summary": default_summary, "default-solvers": default_solvers, "runtime": runtime, "runtime-compare": runtime_compare, "core": core,
