@@ -346,3 +346,23 @@ def test_on_a_shared_medium_another_row_order_can_be_faster_than_the_dp_family()
     middle = rfs_rows.best_rows(g, cl, ops, g.input_name, "pi0", solver="cpsat", order=["pi1", "pi0", "pi2"])
     assert dp.objective == pytest.approx(same.objective, rel=1e-9)
     assert middle.objective < dp.objective * 0.97
+
+
+@pytest.mark.parametrize("cl", ["pi4x4", "hetero3", "dpfp-paper", "kinded"])
+def test_table_spans_of_blocks_with_one_end_equal_table_span(zoo, cl):
+    """The DP prices the blocks that end at one op together (table_spans); each equals
+    table_span of that block alone, bit for bit, on random integer rows (shared medium, mesh,
+    rates per kind: the one-by-one path)."""
+    import random
+    from partopt.methods.rfs_rows import all_block_tables, table_span, table_spans
+    _, _, g = zoo("resnet18")
+    c = kinded(preset("hetero3")) if cl == "kinded" else preset(cl)
+    units, inputs, _ = dpfp.spatial_units(g)
+    tabs = all_block_tables(g, units, inputs)
+    rng = random.Random(3)
+    for j in range(1, len(units) + 1):
+        blocks = [tabs[(i, j)] for i in range(j)]
+        cuts = sorted(rng.randint(0, blocks[0].h) for _ in range(len(c) - 1))
+        rows = [0] + cuts + [blocks[0].h]
+        segs = {d: (rows[k], rows[k + 1]) for k, d in enumerate(c.names)}
+        assert table_spans(blocks, c, c.names[0], segs) == [table_span(t, c, c.names[0], segs) for t in blocks]

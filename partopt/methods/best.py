@@ -84,7 +84,7 @@ from ..plan import (FLOAT_BYTES, Plan, Schedule, Stage, Task, build_plan, cone, 
 from ..solvers import Solution
 from . import baselines, dn2pciot, dpfp, iop, nptp, segment_path
 from .baselines import layer_stages, split_tasks
-from .rfs_rows import all_block_tables, row_segments, table_span
+from .rfs_rows import all_block_tables, row_segments, table_span, table_spans
 
 WHOLE_CLUSTER: dict[str, Callable] = {
     "single": baselines.single, "layerwise": baselines.layerwise, "coedge": baselines.coedge,
@@ -188,6 +188,25 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     cheapest: dict = defaultdict(lambda: float("inf"))     # (i, j) -> the fastest variant priced so far (s)
     later: list = []            # memory-free: the layers variants, priced after all others (see below)
     out: list[Variant] = []
+
+    def split_over(op: str, devs: tuple[str, ...]) -> list[Task]:
+        if (op, devs) not in splits:
+            splits[(op, devs)] = split_tasks(graph, op, {d: (speed[d] if d in devs else 0.0) for d in speed})
+        return splits[(op, devs)]
+
+    # memory-free: every one-stage row split (one device, or fused rows by speed) of the blocks
+    # ending at unit j over one subset has the same rows, so they are priced together
+    together: dict = {}         # (i, j, subset) -> seconds
+    for j in range(1, n_spatial + 1) if not memory else ():
+        last = units[j - 1][-1]
+        for devs in subsets:
+            tasks = [Task(devs[0], Box.full(graph.tensor_chw(last)))] if len(devs) == 1 else split_over(last, devs)
+            probe = Stage([last], tasks)
+            blocks = [(i, tables[(i, j)]) for i in range(j) if (i, j) in tables
+                      and row_segments(graph, tables[(i, j)], probe) is not None]
+            if blocks:
+                spans = table_spans([t for _, t in blocks], cluster, master, row_segments(graph, blocks[0][1], probe))
+                together.update({(i, j, devs): v for (i, _), v in zip(blocks, spans)})
     for i in range(len(units)):
         for j in range(i + 1, min(len(units), i + longest) + 1):
             ops = [n for u in units[i:j] for n in u]
@@ -199,9 +218,7 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
                 shares = {d: (speed[d] if d in devs else 0.0) for d in speed}
 
                 def split(op: str) -> list[Task]:
-                    if (op, devs) not in splits:
-                        splits[(op, devs)] = split_tasks(graph, op, shares)
-                    return splits[(op, devs)]
+                    return split_over(op, devs)
 
                 if len(devs) == 1:
                     options = [("one", [Stage(ops, [Task(devs[0], full)], gather_to=master)])]
@@ -218,7 +235,10 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
                         continue
                     row_segs = row_segments(graph, tables.get((i, j)), stages[0]) if len(stages) == 1 else None
                     if row_segs is not None:
-                        seconds, weights, act = table_span(tables[(i, j)], cluster, master, row_segs), {}, {}
+                        seconds = together.get((i, j, devs))
+                        if seconds is None:
+                            seconds = table_span(tables[(i, j)], cluster, master, row_segs)
+                        weights, act = {}, {}
                     else:
                         seconds, weights, act = segment_path.price(graph, cluster, master, inputs[i], stages, memory)
                     out.append(Variant(i, j, style, tuple(devs), stages, seconds, weights, act))

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Optional
 
@@ -65,7 +66,7 @@ from ..plan import Stage, Task, build_plan, evaluate, gathered, route_stage, sta
 from ..solvers import Solution
 from . import segment_path
 from .baselines import split_tasks
-from .rfs_rows import all_block_tables, best_rows, dp_applies, dp_rows, row_segments, table_span
+from .rfs_rows import all_block_tables, best_rows, dp_applies, dp_rows, row_segments, table_spans
 
 
 
@@ -192,15 +193,19 @@ def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
             # solver's integrality tolerance): allow it in the proven bound
             slack = 1e-9 * 4 * len(cluster) + (1e-6 * r.objective if r.objective else 0.0)
             p.lower[(i, j)] = max(0.0, (r.bound or 0.0) - slack)
+    alike: dict = defaultdict(list)     # (end, rows) -> the blocks with those rows: priced together
     for (i, j), tab in tables.items():
         st = block_stage(p, i, j)
         segs = row_segments(graph, tab, st)
         if segs is not None:
             # row segments: the tables state stage_span's schedule (tested equal on the zoo)
-            p.cost[(i, j)] = table_span(tab, cluster, master, segs)
+            alike[(j, tuple(sorted(segs.items())))].append((i, tab))
         else:
             routed = route_stage(graph, st, {inputs[i]: gathered(graph, inputs[i], master)})
             p.cost[(i, j)] = stage_span(graph, cluster, routed, master)
+    for (j, segs), blocks in alike.items():
+        for (i, _), v in zip(blocks, table_spans([tab for _, tab in blocks], cluster, master, dict(segs))):
+            p.cost[(i, j)] = v
     if tail:
         t_in = p.units[-1][-1]
         routed = route_stage(graph, tail_stage(p), {t_in: gathered(graph, t_in, master)})
