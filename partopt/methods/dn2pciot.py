@@ -342,9 +342,9 @@ class Evaluator:
         am, aj = np.nonzero(X[:, self.last] != self.src)
         cells.append(((am * (S + 1) + S) * n + X[am, self.last[aj]]) * n + self.src)
         nbytes.append(self.out[self.last[aj]])
-        # integer byte sums through float64 bincount: exact, as they stay far below 2**53
+        # byte sums as float64 (bincount's weights): exact, as they stay far below 2**53
         bl = np.bincount(np.concatenate(cells), weights=np.concatenate(nbytes),
-                         minlength=m * (S + 1) * n * n).astype(np.int64).reshape(m, S + 1, n, n)
+                         minlength=m * (S + 1) * n * n).reshape(m, S + 1, n, n)
         link_s = (bl > 0).sum(axis=1) * self.cluster.latency_s + bl.sum(axis=1) * self.inv_bw
         comp = self._compute_many(X)
         wire = link_s.sum(axis=(1, 2)) if self.cluster.link == "shared" else link_s.max(axis=(1, 2))
@@ -352,7 +352,7 @@ class Evaluator:
         # peak memory, as costs
         cell = (rows * S + self.stage_of[None, :]) * n + X
         outs = np.bincount(cell.ravel(), weights=np.broadcast_to(self.out, X.shape).ravel(),
-                           minlength=m * S * n).astype(np.int64).reshape(m, S, n)
+                           minlength=m * S * n).reshape(m, S, n)
         work = np.zeros(m * S * n, dtype=np.int64)
         np.maximum.at(work, cell.ravel(), np.broadcast_to(self.work, X.shape).ravel())
         work = work.reshape(m, S, n)
