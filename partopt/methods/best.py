@@ -197,7 +197,8 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     # memory-free: every one-stage row split (one device, or fused rows by speed) of the blocks
     # ending at unit j over one subset has the same rows, so they are priced together
     together: dict = {}         # (i, j, subset) -> seconds
-    for j in range(1, n_spatial + 1) if not memory else ():
+    ends = range(1, n_spatial + 1) if not memory else range(0)
+    for j in ends:
         last = units[j - 1][-1]
         for devs in subsets:
             tasks = [Task(devs[0], Box.full(graph.tensor_chw(last)))] if len(devs) == 1 else split_over(last, devs)
