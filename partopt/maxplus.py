@@ -36,7 +36,7 @@ from typing import Callable, Optional
 from .cost import transfer_time
 from .errors import SolverError
 from .plan import Transfer
-from .solvers import CPSAT_UNITS_PER_S, MILP_UNITS_PER_S, SolveResult, solve_cpsat, solve_milp
+from .solvers import CPSAT_UNITS_PER_S, SolveResult, milp_units_per_s, solve_cpsat, solve_milp
 
 
 @dataclass
@@ -95,8 +95,8 @@ class Builder:
 
 
 class PulpBuilder(Builder):
-    """PuLP (CBC or HiGHS). Times are stated in microseconds
-    (:data:`partopt.solvers.MILP_UNITS_PER_S`; the solvers' tolerances are absolute), read back
+    """PuLP (CBC or HiGHS). Times are stated in microseconds, coarser where ``big_m`` is long
+    (:func:`partopt.solvers.milp_units_per_s`; the solvers' tolerances are absolute), read back
     in seconds. ``big_m`` (seconds) must exceed any time in any plan of the model."""
 
     def __init__(self, big_m: float, name: str = "partopt"):
@@ -104,7 +104,7 @@ class PulpBuilder(Builder):
 
         self.pulp = pulp
         self.prob = pulp.LpProblem(name, pulp.LpMinimize)
-        self.scale = MILP_UNITS_PER_S
+        self.scale = milp_units_per_s(float(big_m))
         self.big_m = float(big_m) * self.scale
         self.horizon_s = float(big_m)
         self.vars: dict[str, object] = {}

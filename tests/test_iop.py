@@ -235,6 +235,22 @@ def test_a_wrong_solver_answer_never_passes_for_proven(zoo, monkeypatch, claim):
         assert "reported infeasible" in e.reason
 
 
+def test_highs_right_where_microseconds_made_its_proof_wrong(zoo):
+    """VGG-16 on 4 devices at a tenth of iop-paper's bandwidth: stated in microseconds (horizon
+    3.9e8 units) HiGHS proved optimal a plan 6.7x slower than the greedy's (CBC and CP-SAT were
+    right). The MILP's time unit is now coarsened for long horizons (milp_units_per_s), and HiGHS
+    proves the optimum CBC finds."""
+    from partopt.solvers import milp_units_per_s
+    _, _, g = zoo("vgg16")
+    base = preset("iop-paper")
+    bw = base.bw(base.names[0], base.names[1]) * 0.1
+    cl = homogeneous(4, memory_bytes=GiB, bandwidth_bytes_per_s=bw, latency_s=base.latency_s, link=base.link)
+    h, e = iop.heuristic(g, cl), iop.exact(g, cl, solver="highs")
+    assert e.status == "optimal" and e.report.latency_s <= h.report.latency_s * (1 + 1e-9)
+    assert e.plan.meta["model_latency_s"] == pytest.approx(e.report.latency_s, rel=1e-9)
+    assert milp_units_per_s(1e-3) == 1e6 and milp_units_per_s(392.0) == 1e4
+
+
 @pytest.mark.parametrize("name", ["lenet5", "alexnet", "resnet18"])
 def test_greedy_never_beats_exact(zoo, name):
     _, _, g = zoo(name)
