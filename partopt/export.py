@@ -4,7 +4,8 @@
   (``LpProblem.writeLP`` / ``writeMPS``), readable by CBC, HiGHS, Gurobi, CPLEX, SCIP. An
   objective constant, which PuLP would drop, is carried by a variable fixed at 1
   (``objective_constant``), so the file's optimum is the model's. Every MILP states time in
-  microseconds (:data:`partopt.solvers.MILP_UNITS_PER_S`), bytes as bytes.
+  microseconds (:data:`partopt.solvers.MILP_UNITS_PER_S`; IOP's and DN2PCIoT's coarser where
+  the horizon is long, :func:`partopt.solvers.milp_units_per_s`), bytes as bytes.
   DPFP's export is the model ``dpfp.exact`` solves: the blocking with the memory rule over
   blocks priced with their optimal integer rows (found by the row DP first).
   best's export is its segment model, which ``best.exact`` compares with the heuristic plans
