@@ -11,7 +11,8 @@ Part "gap": every zoo model x {2, 3, 4, 6, 8} devices x bandwidth {0.1, 1, 10} x
 at two memory settings: the preset's 1 GiB ("roomy") and "tight" (each device's capacity
 halfway between the all-pairs plan's peak and CoEdge's), greedy against exact (HiGHS):
 statuses, latencies, gap, solve time. Rows are appended to benchmarks/results/iop_gap.csv as
-they finish.
+they finish. The exact model runs as ``iop.exact`` does by default (with the load cuts on
+HiGHS); ``--no-cuts`` runs it without (benchmarks/results/iop_gap_nocuts.csv).
 
 Part "large": the exact model on 8 devices (``pi4x8``) for MobileNetV2, ResNet-18 and VGG-16 on
 HiGHS and CP-SAT with a 60 s limit: status, latency, proven bound, solve time. Rows go to
@@ -19,6 +20,7 @@ benchmarks/results/iop_large.csv.
 
     python benchmarks/bench_iop.py --part paper
     python benchmarks/bench_iop.py --part gap [--models alexnet,resnet18] [--solver highs]
+    python benchmarks/bench_iop.py --part gap --no-cuts --csv benchmarks/results/iop_gap_nocuts.csv
     python benchmarks/bench_iop.py --part large
     python benchmarks/bench_iop.py --part baselines
     python benchmarks/bench_iop.py --part memory
@@ -121,7 +123,7 @@ def part_paper(models):
 
 
 def part_large(out_csv, models=("mobilenet_v2", "resnet18", "vgg16"), solvers=("highs", "cpsat"),
-               time_limit=60.0, cuts=False):
+               time_limit=60.0, cuts=None):
     rows = []
     for name in models:
         m, shape, _ = load_model(name)
@@ -146,7 +148,7 @@ def part_large(out_csv, models=("mobilenet_v2", "resnet18", "vgg16"), solvers=("
     return rows
 
 
-def part_gap(models, out_csv, solver="highs", time_limit=120.0, cuts=False):
+def part_gap(models, out_csv, solver="highs", time_limit=120.0, cuts=None):
     base = preset("iop-paper")
     bw0 = base.bw(base.devices[0].name, base.devices[1].name)
     fields = ["model", "devices", "bandwidth_factor", "memory", "capacity_bytes", "greedy_status", "greedy_latency_s",
@@ -316,15 +318,17 @@ def main(argv=None) -> int:
     ap.add_argument("--solver", default="highs", choices=["cbc", "highs", "cpsat"])
     ap.add_argument("--time-limit", type=float, default=120.0)
     ap.add_argument("--csv", default=os.path.join(HERE, "results", "iop_gap.csv"))
-    ap.add_argument("--cuts", action="store_true", help="the exact model with its per-resource load cuts")
+    ap.add_argument("--no-cuts", action="store_true",
+                    help="the exact model without its per-resource load cuts (by default on HiGHS only)")
     args = ap.parse_args(argv)
     ok = True
     if args.part in ("paper", "all"):
         part_paper(args.paper_models.split(","))
     if args.part in ("gap", "all"):
-        ok = part_gap(args.models.split(","), args.csv, args.solver, args.time_limit, args.cuts)
+        cuts = False if args.no_cuts else None
+        ok = part_gap(args.models.split(","), args.csv, args.solver, args.time_limit, cuts)
     if args.part in ("large", "all"):
-        part_large(args.large_csv, cuts=args.cuts)
+        part_large(args.large_csv, cuts=False if args.no_cuts else None)
     if args.part in ("baselines", "all"):
         part_baselines(args.models.split(","), args.baselines_csv)
     if args.part in ("memory", "all"):

@@ -522,8 +522,7 @@ def _load_cuts(b, data: "ModelData", cluster: Cluster, x: dict, s: list, n: dict
 def build_model(data: ModelData, cluster: Cluster, solver: str = "highs", forced: Sequence[Pair] = (),
                 cuts: bool = False):
     """The exact model (module doc) on ``solver``'s back-end; returns (builder, variable names).
-    ``cuts``: add the per-resource load cuts (:func:`_load_cuts`; off by default, see
-    :func:`exact`)."""
+    ``cuts``: add the per-resource load cuts (:func:`_load_cuts`; when: see :func:`exact`)."""
     names = cluster.names
 
     def dur_max(sd: StageData, counts_hi: int) -> float:
@@ -602,36 +601,42 @@ def build_model(data: ModelData, cluster: Cluster, solver: str = "highs", forced
     return b, {"x": x, "s": s, "n": n, "latency": latency}
 
 
-def model(graph: LayerGraph, cluster: Cluster, *, solver: str = "highs", source: Optional[str] = None):
+def model(graph: LayerGraph, cluster: Cluster, *, solver: str = "highs", source: Optional[str] = None,
+          cuts: Optional[bool] = None):
     """The exact model itself (a PuLP ``LpProblem`` or a CP-SAT ``CpModel``), for export
-    (:func:`partopt.solvers.export_model`)."""
+    (:func:`partopt.solvers.export_model`): the one :func:`exact` solves on ``solver``, its load
+    cuts included where it adds them."""
     cands = legal_pairs(graph, len(cluster.devices))
-    b, _ = build_model(model_data(graph, cluster, cands, source), cluster, solver)
+    cuts = (solver == "highs") if cuts is None else bool(cuts)
+    b, _ = build_model(model_data(graph, cluster, cands, source), cluster, solver, cuts=cuts)
     return b.prob if hasattr(b, "prob") else b.model
 
 
 def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: Optional[str] = None,
           solver: str = "highs", time_limit: Optional[float] = 60.0, threads: Optional[int] = None,
-          pairs: Optional[Iterable[tuple[str, str]]] = None, cuts: bool = False) -> Solution:
-    """The optimal pairing and channel counts (module doc) on ``solver`` (cbc | highs | cpsat);
-    ``cuts``: add the per-resource load cuts (:func:`_load_cuts`; off by default: on HiGHS they
-    proved MobileNetV2 on 8 devices in 4 s instead of not within 60 s, but on one instance of the
-    gap sweep HiGHS then reported "optimal" at a latency 0.44 % above the greedy's. The greedy's
-    choice, fixed in the same model with the cuts, solves to the greedy's latency, so the cuts
-    are valid and HiGHS's proof was wrong; with presolve off, or with the feasibility
-    tolerances of :data:`partopt.solvers.HIGHS_TIGHT`, HiGHS finds the right optimum, so
-    ``cuts=True`` on HiGHS solves with those tolerances. Even so, on the gap sweep at bandwidth
-    x0.1 with tight memory HiGHS then stopped early on 4 instances and called one infeasible
-    (``benchmarks/results/iop_gap_cuts.csv``). On CP-SAT they slowed a 3-device instance from
-    0.2 s to past 60 s). Whatever the back-end reports, a plan slower under ``evaluate`` than
-    the greedy's is never returned as ``optimal``, and where the greedy's plan fits memory the
-    answer is never ``infeasible``.
+          pairs: Optional[Iterable[tuple[str, str]]] = None, cuts: Optional[bool] = None) -> Solution:
+    """The optimal pairing and channel counts (module doc) on ``solver`` (cbc | highs | cpsat).
+
+    ``cuts``: add the per-resource load cuts (:func:`_load_cuts`). By default (None) on HiGHS and
+    off on CBC and CP-SAT:
+    - On HiGHS, with the feasibility tolerances of :data:`partopt.solvers.HIGHS_TIGHT` (with the
+      defaults HiGHS once proved a wrong optimum with them) and the MILP time unit of
+      :func:`partopt.solvers.milp_units_per_s`, the gap sweep proves all 210 instances, the same
+      optima as without the cuts, in a third of the time
+      (``benchmarks/results/iop_gap.csv`` against ``iop_gap_nocuts.csv``).
+    - On CP-SAT they slowed a 3-device instance from 0.2 s to past 60 s.
+    - CBC is tested with them against brute force only.
+
+    Whatever the back-end reports, a plan slower under ``evaluate`` than the greedy's is never
+    returned as ``optimal``, and where the greedy's plan fits memory the answer is never
+    ``infeasible``.
 
     Status ``optimal`` (proven), ``feasible`` (time limit: best plan, ``bound`` and ``gap`` as
     proven), or ``infeasible`` (no plan fits memory; the reason names the greedy plan's
     shortfall). ``objective`` is ``evaluate``'s latency of the returned plan (seconds).
     """
     t0 = time.perf_counter()
+    cuts = (solver == "highs") if cuts is None else bool(cuts)
     n_dev = len(cluster.devices)
     forced = check_pairs(graph, pairs or [], n_dev)
     cands = legal_pairs(graph, n_dev)
