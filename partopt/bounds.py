@@ -153,26 +153,7 @@ def earliest_arrivals(graph: LayerGraph, cluster: Cluster, source: str) -> dict[
     """Per device, the earliest time (s) it can hold any data: 0 at the source; else one
     element's message along the fastest path (mesh), or the k-th message slot (shared medium;
     the fastest devices get the earliest slots)."""
-    elem = FLOAT_BYTES * graph.batch
-    msg = {(a, b): cluster.latency_s + elem / cluster.bw(a, b) for a in cluster.names for b in cluster.names if a != b}
-    if cluster.link == "shared":
-        others = sorted((d for d in cluster.devices if d.name != source), key=lambda d: -d.flops_per_s)
-        shortest = min(msg.values(), default=0.0)
-        out = {source: 0.0}
-        for k, d in enumerate(others, start=1):
-            out[d.name] = k * shortest
-        return out
-    dist = {source: 0.0}
-    heap = [(0.0, source)]
-    while heap:
-        t, a = heapq.heappop(heap)
-        if t > dist.get(a, float("inf")):
-            continue
-        for b in cluster.names:
-            if b != a and t + msg[(a, b)] < dist.get(b, float("inf")):
-                dist[b] = t + msg[(a, b)]
-                heapq.heappush(heap, (dist[b], b))
-    return dist
+    return _one_element_times(graph, cluster, source, to_end=False)
 
 
 def latest_departures(graph: LayerGraph, cluster: Cluster, sink: str) -> dict[str, float]:
@@ -180,25 +161,36 @@ def latest_departures(graph: LayerGraph, cluster: Cluster, sink: str) -> dict[st
     end of any plan: 0 at the sink; else the output of that computation must still reach the
     sink, one element's message along the fastest path to it (mesh), or, on a shared medium,
     the k-th last message slot (the fastest devices get the latest slots)."""
+    return _one_element_times(graph, cluster, sink, to_end=True)
+
+
+def _one_element_times(graph: LayerGraph, cluster: Cluster, end: str, to_end: bool) -> dict[str, float]:
+    """Per device, the least time (s) one element's messages take between ``end`` and it: from
+    ``end`` to the device (``to_end=False``) or from the device to ``end``, along the fastest
+    path on a mesh (Dijkstra, on the reversed links for ``to_end``); on a shared medium, where
+    messages go one at a time, k messages for the k-th device, the fastest devices first."""
     elem = FLOAT_BYTES * graph.batch
     msg = {(a, b): cluster.latency_s + elem / cluster.bw(a, b) for a in cluster.names for b in cluster.names if a != b}
     if cluster.link == "shared":
-        others = sorted((d for d in cluster.devices if d.name != sink), key=lambda d: -d.flops_per_s)
+        others = sorted((d for d in cluster.devices if d.name != end), key=lambda d: -d.flops_per_s)
         shortest = min(msg.values(), default=0.0)
-        out = {sink: 0.0}
+        out = {end: 0.0}
         for k, d in enumerate(others, start=1):
             out[d.name] = k * shortest
         return out
-    dist = {sink: 0.0}
-    heap = [(0.0, sink)]
-    while heap:                     # shortest paths to the sink: Dijkstra on the reversed links
-        t, b = heapq.heappop(heap)
-        if t > dist.get(b, float("inf")):
+    dist = {end: 0.0}
+    heap = [(0.0, end)]
+    while heap:
+        t, u = heapq.heappop(heap)
+        if t > dist.get(u, float("inf")):
             continue
-        for a in cluster.names:
-            if a != b and t + msg[(a, b)] < dist.get(a, float("inf")):
-                dist[a] = t + msg[(a, b)]
-                heapq.heappush(heap, (dist[a], a))
+        for w in cluster.names:
+            if w == u:
+                continue
+            step = msg[(w, u)] if to_end else msg[(u, w)]
+            if t + step < dist.get(w, float("inf")):
+                dist[w] = t + step
+                heapq.heappush(heap, (dist[w], w))
     return dist
 
 
