@@ -274,64 +274,30 @@ class Evaluator:
     def compute_s(self, x: np.ndarray) -> np.ndarray:
         """Seconds each device computes under assignment ``x``: its vertices' seconds (each one
         task), plus the per-stage overhead once per stage in which it has a vertex."""
-        if self.cluster.uniform_rates:     # FLOPs / speed, summed as evaluate sums them
-            return np.bincount(x, weights=self.flops, minlength=self.n) / self.speed
-        comp = np.bincount(x, weights=self.secs[self._rows, x], minlength=self.n)
-        if self.cluster.stage_overhead_s:
-            busy = np.zeros((self.ng.n_stages, self.n), dtype=bool)
-            busy[self.stage_of, x] = True
-            comp = comp + busy.sum(axis=0) * self.cluster.stage_overhead_s
-        return comp
-
-    def link_bytes(self, x: np.ndarray) -> np.ndarray:
-        """bytes[phase, sender, receiver]; phases: the stages, then the final gather."""
-        ng, n, S = self.ng, self.n, self.ng.n_stages
-        cnt = np.zeros((len(ng.cls_prod), n), dtype=np.int64)
-        np.add.at(cnt, (ng.cons_k, x[ng.cons_v]), 1)
-        prod_dev = np.where(ng.cls_prod >= 0, x[np.maximum(ng.cls_prod, 0)], self.src)
-        need = cnt > 0
-        need[np.arange(len(prod_dev)), prod_dev] = False
-        kk, dd = np.nonzero(need)
-        bl = np.zeros((S + 1, n, n), dtype=np.int64)
-        np.add.at(bl, (ng.cls_stage[kk], prod_dev[kk], dd), ng.cls_bytes[kk])
-        away = self.last[x[self.last] != self.src]
-        np.add.at(bl, (S, x[away], self.src), self.out[away])
-        return bl
+        return self._compute_many(np.asarray(x)[None, :])[0]
 
     def costs(self, x: np.ndarray) -> Costs:
-        ng, n, S = self.ng, self.n, self.ng.n_stages
-        bl = self.link_bytes(x)
-        lat = self.cluster.latency_s
-        link_s = (bl > 0).sum(axis=0) * lat + bl.sum(axis=0) * self.inv_bw
-        comp = self.compute_s(x)
-        if self.cluster.link == "shared":
-            busiest = max(comp.max(), link_s.sum())
-        else:
-            busiest = max(comp.max(), link_s.max())
-        outs = np.zeros((S, n), dtype=np.int64)
-        np.add.at(outs, (self.stage_of, x), self.out)
-        work = np.zeros((S, n), dtype=np.int64)
-        np.maximum.at(work, (self.stage_of, x), self.work)
-        live = np.zeros((S, n), dtype=np.int64)
-        live[1:] = outs[:-1]
-        live[0, self.src] += ng.input_bytes
-        act = live + bl[:S].sum(axis=1) + outs + work
-        peak = act.max(axis=0)
-        peak[self.src] = max(peak[self.src], outs[S - 1, self.src] + bl[S].sum(axis=0)[self.src])
-        held = np.zeros((len(ng.key_bytes), n), dtype=bool)
-        held[ng.hold_k, x[ng.hold_v]] = True
-        peak = peak + ng.key_bytes @ held
-        return Costs(float(busiest), int(bl.sum()), peak, np.maximum(peak - self.cap, 0))
-
+        """The costs of assignment ``x`` (:meth:`_batch` of the one row)."""
+        busiest, comm, peak = self._batch(np.asarray(x)[None, :])
+        peak = peak[0].astype(np.int64)
+        return Costs(float(busiest[0]), int(comm[0]), peak, np.maximum(peak - self.cap, 0))
 
     def scores(self, X: np.ndarray, objective: str) -> list[tuple]:
         """``(bytes over memory,) + costs(x).key(objective)`` for every row x of ``X`` (m x V),
-        in one pass: :meth:`costs` with a leading axis over the rows (the same sums in the same
-        order, so equal to it to the last bit; tested). The local search prices all moves of a
-        step at once with it."""
+        in one pass (:meth:`_batch`). The local search prices all moves of a step at once."""
+        busiest, comm, peak = self._batch(X)
+        over = np.maximum(peak - self.cap[None, :], 0).sum(axis=1)
+        if objective == "rate":
+            return [(int(o), float(b), int(c)) for o, b, c in zip(over, busiest, comm)]
+        return [(int(o), int(c), float(b)) for o, b, c in zip(over, busiest, comm)]
+
+    def _batch(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For every row x of ``X`` (m x V, vertex -> device index): the bottleneck seconds per
+        inference, the bytes sent per inference, and each device's peak memory in bytes (m x n),
+        the same numbers as :func:`partopt.plan.evaluate` of :func:`plan_of` (tested)."""
         ng, n, S, m = self.ng, self.n, self.ng.n_stages, X.shape[0]
         K, rows = len(ng.cls_prod), np.arange(m)[:, None]
-        # link bytes [row, phase, sender, receiver], as link_bytes
+        # link bytes [row, phase, sender, receiver]; phases: the stages, then the final gather
         cnt = np.bincount(((rows * K + ng.cons_k[None, :]) * n + X[:, ng.cons_v]).ravel(), minlength=m * K * n)
         need = cnt.reshape(m, K, n) > 0
         prod_dev = np.where(ng.cls_prod[None, :] >= 0, X[:, np.maximum(ng.cls_prod, 0)], self.src)
@@ -349,7 +315,7 @@ class Evaluator:
         comp = self._compute_many(X)
         wire = link_s.sum(axis=(1, 2)) if self.cluster.link == "shared" else link_s.max(axis=(1, 2))
         busiest = np.maximum(comp.max(axis=1), wire)
-        # peak memory, as costs
+        # peak memory
         cell = (rows * S + self.stage_of[None, :]) * n + X
         outs = np.bincount(cell.ravel(), weights=np.broadcast_to(self.out, X.shape).ravel(),
                            minlength=m * S * n).reshape(m, S, n)
@@ -365,14 +331,11 @@ class Evaluator:
         held = np.zeros((m, len(ng.key_bytes), n), dtype=bool)
         held[rows, ng.hold_k[None, :], X[:, ng.hold_v]] = True
         peak = peak + np.einsum("k,mkn->mn", ng.key_bytes, held)
-        over = np.maximum(peak - self.cap[None, :], 0).sum(axis=1)
-        comm = bl.sum(axis=(1, 2, 3))
-        if objective == "rate":
-            return [(int(o), float(b), int(c)) for o, b, c in zip(over, busiest, comm)]
-        return [(int(o), int(c), float(b)) for o, b, c in zip(over, busiest, comm)]
+        return busiest, bl.sum(axis=(1, 2, 3)), peak
 
     def _compute_many(self, X: np.ndarray) -> np.ndarray:
-        """:meth:`compute_s` of every row of ``X`` (m x n seconds)."""
+        """:meth:`compute_s` of every row of ``X`` (m x n seconds): FLOPs over speed summed as
+        ``evaluate`` sums them on clusters of one rate per device, else each vertex's seconds."""
         m, n = X.shape[0], self.n
         idx = (np.arange(m)[:, None] * n + X).ravel()
         if self.cluster.uniform_rates:
