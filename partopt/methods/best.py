@@ -216,23 +216,18 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
             spatial = j <= n_spatial
             groups = [gr for gr in ([n for n in layer if n in inside] for layer in layers) if gr]
             for devs in subsets:
-                shares = {d: (speed[d] if d in devs else 0.0) for d in speed}
-
-                def split(op: str) -> list[Task]:
-                    return split_over(op, devs)
-
                 if len(devs) == 1:
                     options = [("one", [Stage(ops, [Task(devs[0], full)], gather_to=master)])]
                 else:
                     options = []
                     if spatial:
-                        options.append(("fused", [Stage(ops, split(ops[-1]), gather_to=master)]))
-                    st = [Stage(gr, split(gr[-1])) for gr in groups]
+                        options.append(("fused", [Stage(ops, split_over(ops[-1], devs), gather_to=master)]))
+                    st = [Stage(gr, split_over(gr[-1], devs)) for gr in groups]
                     st[-1].gather_to = master
                     options.append(("layers", st))
                 for style, stages in options:
                     if style == "layers" and not memory:
-                        later.append((i, devs, j, stages, shares))
+                        later.append((i, devs, j, stages))
                         continue
                     row_segs = row_segments(graph, tables.get((i, j)), stages[0]) if len(stages) == 1 else None
                     if row_segs is not None:
@@ -252,7 +247,7 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
     run, bound, key = None, None, None
     rank = {devs: k for k, devs in enumerate(subsets)}
     fastest_in = _fastest_in(cluster)
-    for i, devs, j, stages, shares in sorted(later, key=lambda v: (v[0], rank[v[1]], v[2])):
+    for i, devs, j, stages in sorted(later, key=lambda v: (v[0], rank[v[1]], v[2])):
         if key != (i, devs):
             key, run, bound = (i, devs), None, None
         if _messages_bound(cluster, master, stages) >= cheapest[(i, j)]:
@@ -264,7 +259,8 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
             pruned += 1
             continue
         if run is None:
-            run = _LayerRun(graph, cluster, master, units, inputs[i], i, layers, shares)
+            run = _LayerRun(graph, cluster, master, units, inputs[i], i, layers,
+                            {d: (speed[d] if d in devs else 0.0) for d in speed})
         seconds = run.seconds(j)
         out.append(Variant(i, j, "layers", tuple(devs), stages, seconds, {}, {}))
         cheapest[(i, j)] = min(cheapest[(i, j)], seconds)
@@ -277,7 +273,7 @@ def segments(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
 
 
 def _messages_bound(cluster: Cluster, master: str, stages: list[Stage]) -> float:
-    """A quick bound below :func:`_layers_bound`, tried first: one message in for every worker
+    """A quick, weaker bound, tried before :func:`_layers_bound`: one message in for every worker
     of the first stage and one back from every worker of the last, each at least
     ``latency_s``; on a shared medium one at a time, on a mesh a worker's in and back follow
     one another."""
@@ -581,8 +577,9 @@ def _relabel(plan: Plan, origin: str, n: int, extra: Optional[dict] = None) -> P
 def _collector_paused():
     """Python's cyclic garbage collector paused for the block, then as it was. Planning fills
     per-graph caches (cones, routes, stage terms) with millions of small objects, and the
-    collector's full passes over them took 20-35 % of the heuristic's time; reference counting
-    still frees everything outside a cycle meanwhile, and the collector runs again after."""
+    collector's full passes over them took 19-34 % of the heuristic's time on five slow
+    instances; reference counting still frees everything outside a cycle meanwhile, and the
+    collector runs again after."""
     was = gc.isenabled()
     gc.disable()
     try:
