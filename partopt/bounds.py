@@ -20,6 +20,15 @@ Two facts hold for any plan on any cluster, whatever its stages, tasks and trans
    medium in a slot of its own, so the j-th last device to send finishes at least j messages
    before the end (the latest slots go to the fastest devices).
 
+4. **The weights must fit.** Every needed output channel of an op with parameters is computed,
+   over all its input channels, by some device, and a device holds the parameters of every
+   (output, input) channel pair it computes, summed over the plan (:func:`partopt.cost.weight_bytes`,
+   the memory rule of :func:`partopt.plan.evaluate`). So the devices that compute hold
+   :func:`necessary_weight_bytes` between them, each within its ``memory_bytes`` (the source's
+   less the input, which it holds at the start). Where no single device has that room, more
+   devices must compute, and each computing device other than the source must receive data and
+   send results (:func:`memory_seconds`).
+
 With ``a_d`` the earliest start of device d, ``e_d`` the time it must leave at the end, ``o``
 the cluster's per-task overhead and ``f_d`` its FLOP/s, a plan of latency T computes at most
 ``sum_d f_d * max(0, T - a_d - e_d - o)`` FLOPs, so T is at least the smallest T at which that
@@ -27,10 +36,13 @@ reaches the necessary work (:func:`lower_bound`).
 Without communication this is total FLOPs / total FLOP/s. Where devices have rates per op kind,
 the same statement is a small LP over how much of each kind's necessary work each device does.
 
+The bound of a plan that fits memory is the larger of that and the memory term (fact 4); a
+plan over memory is no plan, and may beat it.
+
 What it misses (why a ratio above ~2 is common): the halo and activation bytes a split must
-move (only one element per device is charged, in and out), memory (a device
-that cannot hold a layer's weights still counts its full speed), and the per-layer barriers
-that the list schedule imposes.
+move (only one element per device is charged, in and out), the activations in memory and
+which layer's weights a device can hold (only the total is counted, and a device that holds
+little still counts its full speed), and the per-layer barriers that the list schedule imposes.
 
 Example:
     >>> from partopt.cluster import preset
@@ -43,12 +55,13 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from dataclasses import dataclass
 from typing import Optional
 
 from .cluster import Cluster
-from .cost import deconv_flops, rate_kind, region_flops
+from .cost import deconv_flops, rate_kind, region_flops, weight_bytes
 from .geometry import Box, bilinear_source_1d, deconv_taps_1d
 from .graph import LayerGraph, Op
 from .plan import FLOAT_BYTES
@@ -149,6 +162,58 @@ def necessary_flops_by_kind(graph: LayerGraph) -> dict[str, int]:
     return out
 
 
+def necessary_weight_bytes(graph: LayerGraph) -> int:
+    """Bytes of parameters the devices of every plan hold between them (module doc, fact 4): each
+    op whose output some needed element reads, its needed output channels' parameters over all
+    its input channels (:func:`partopt.cost.weight_bytes`; the whole op where every channel is
+    needed)."""
+    total = 0
+    for name in necessary_elements(graph):
+        op = graph.op[name]
+        if op.param_bytes:
+            total += weight_bytes(op, [(0, needed_channels(graph, name), 0, op.in_chw[0])])
+    return total
+
+
+def memory_seconds(graph: LayerGraph, cluster: Cluster, source: str, ready: dict[str, float],
+                   weights: int, sink: Optional[str] = None) -> tuple[float, bool]:
+    """Fact 4 as seconds: ``(seconds, fits)``; ``fits`` is False when all devices together lack
+    room for ``weights`` bytes (no plan fits memory; the seconds are then 0).
+
+    The devices that compute hold ``weights`` between them, each within its room
+    (``memory_bytes``, the source's less the model's input). On a mesh, ``ready[d]`` (its
+    earliest start, one task's overhead and its way to the sink) is each device's own, so a plan
+    lasts at least the ``ready`` of the last device of the shortest prefix in order of ``ready``
+    whose room holds the weights. On a shared medium the slots are not any device's own: the
+    fewest workers k whose room (the largest first) with the source's holds the weights each
+    receive and send one message at least, one message at a time, so a plan lasts at least 2k
+    shortest messages, and at least k messages in, one task's overhead and one message out (one
+    message fewer where the ``sink`` is not the source: it may be a worker that sends nothing)."""
+    sink = sink or source
+    room = {d.name: max(0, d.memory_bytes - (graph.tensor_bytes(graph.input_name) if d.name == source else 0))
+            for d in cluster.devices}
+    if sum(room.values()) < weights:
+        return 0.0, False
+    if cluster.link == "shared":
+        msg = min((cluster.latency_s + FLOAT_BYTES * graph.batch / cluster.bw(a, b)
+                   for a in cluster.names for b in cluster.names if a != b), default=0.0)
+        held, k = room[source], 0
+        for r in sorted((r for d, r in room.items() if d != source), reverse=True):
+            if held >= weights:
+                break
+            held, k = held + r, k + 1
+        if k == 0:
+            return 0.0, True
+        out = 0 if sink == source else 1      # the sink, if a worker, sends nothing home
+        return max((2 * k - out) * msg, (k + 1 - out) * msg + cluster.one_task_overhead_s), True
+    held = 0
+    for d in sorted(room, key=lambda n: ready[n]):
+        held += room[d]
+        if held >= weights:
+            return ready[d], True
+    raise AssertionError("unreachable: the rooms add up to the weights")
+
+
 def earliest_arrivals(graph: LayerGraph, cluster: Cluster, source: str) -> dict[str, float]:
     """Per device, the earliest time (s) it can hold any data: 0 at the source; else one
     element's message along the fastest path (mesh), or the k-th message slot (shared medium;
@@ -196,25 +261,33 @@ def _one_element_times(graph: LayerGraph, cluster: Cluster, end: str, to_end: bo
 
 @dataclass(frozen=True)
 class LowerBound:
-    """``seconds`` no plan's latency can beat, from ``necessary_flops``, the devices' ``starts_s``
-    and the time each must leave at the end for its results to reach the sink (``ends_s``)."""
+    """``seconds`` no plan that fits memory can beat, from ``necessary_flops``, the devices'
+    ``starts_s``, the time each must leave at the end for its results to reach the sink
+    (``ends_s``), and the memory term ``memory_s`` (module doc, fact 4; ``fits`` is False when
+    the devices together lack room for ``necessary_weight_bytes``: then no plan fits memory)."""
 
     seconds: float
     necessary_flops: int
     zero_comm_s: float              # necessary FLOPs / total FLOP/s (per kind: the LP below, all starts 0)
     starts_s: dict[str, float]
     ends_s: dict[str, float]
+    necessary_weight_bytes: int = 0
+    memory_s: float = 0.0
+    fits: bool = True
 
 
 def lower_bound(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
-                work: Optional[dict[str, int]] = None, sink: Optional[str] = None) -> LowerBound:
+                work: Optional[dict[str, int]] = None, sink: Optional[str] = None,
+                weights: Optional[int] = None) -> LowerBound:
     """The smallest T at which the devices, each from its earliest start ``a_d`` plus one task
     overhead, can compute the necessary FLOPs (module doc), seconds. With one rate per device:
     the smallest T with sum_d f_d * max(0, T - a_d - overhead) >= necessary FLOPs (overhead: one
     task's and one stage's). With rates
     per kind (``flops_per_s_by_kind``): a small LP (:func:`_kinds_lp`), work of each kind split
     fractionally over the devices. ``work``: :func:`necessary_flops_by_kind` of ``graph`` when
-    the caller already has it (bounds on several sub-clusters of one model). On
+    the caller already has it (bounds on several sub-clusters of one model), and ``weights``
+    likewise :func:`necessary_weight_bytes`. The memory term (fact 4) is the least T of a plan
+    that fits memory; the bound is the larger of the two. On
     ``cluster.subset(names)`` it bounds every plan whose tasks run on those devices only
     (messages go directly between the devices that hold and need data, so the other devices
     neither compute nor relay). ``sink``: where the plan's output ends (the source by default)."""
@@ -239,7 +312,7 @@ def lower_bound(graph: LayerGraph, cluster: Cluster, source: Optional[str] = Non
                      for d in starts}
         zero = _kinds_lp(cluster, work, {d: 0.0 for d in starts})
         t = _kinds_lp(cluster, work, ready)
-        return LowerBound(max(t, zero), total, zero, starts, ends)
+        return _with_memory(graph, cluster, source, sink, ready, weights, LowerBound(max(t, zero), total, zero, starts, ends))
     speed = {d.name: d.flops_per_s for d in cluster.devices}
     zero = total / sum(speed.values())
     # piecewise linear in T: add devices in order of start time until the work fits
@@ -253,7 +326,16 @@ def lower_bound(graph: LayerGraph, cluster: Cluster, source: Optional[str] = Non
         if t <= t_next:
             break
         done_at += rate * (t_next - ready[d])
-    return LowerBound(max(t, zero), total, zero, starts, ends)
+    return _with_memory(graph, cluster, source, sink, ready, weights, LowerBound(max(t, zero), total, zero, starts, ends))
+
+
+def _with_memory(graph: LayerGraph, cluster: Cluster, source: str, sink: str, ready: dict[str, float],
+                 weights: Optional[int], lb: LowerBound) -> LowerBound:
+    """``lb`` raised to the memory term (:func:`memory_seconds`) where that is larger."""
+    weights = necessary_weight_bytes(graph) if weights is None else weights
+    mem, fits = memory_seconds(graph, cluster, source, ready, weights, sink)
+    return dataclasses.replace(lb, seconds=max(lb.seconds, mem), necessary_weight_bytes=weights, memory_s=mem,
+                               fits=fits)
 
 
 LP_SAFETY_REL = 1e-6     # the LP's optimum is shaved by this much: a bound must never exceed the truth

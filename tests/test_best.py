@@ -296,6 +296,69 @@ def test_bound_never_above_the_exact_optima_on_tiny_instances(zoo, solver):
         assert lower_bound(tiny, c).seconds <= best.brute_force(best.segments(tiny, c))[0] * (1 + 1e-12)
 
 
+def _heavy_fc():
+    """Conv 1->2 on 6x6, then FC 72->64 and 64->10: 21368 bytes of weights, nearly all in the
+    first FC layer, and small activations, so a memory cap forces the FC layers apart."""
+    import torch
+    import torch.nn as nn
+    from partopt.graph import LayerGraph
+    from partopt.zoo import randomize
+    net = randomize(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(72, 64),
+                                  nn.ReLU(), nn.Linear(64, 10)), 0).eval()
+    x = torch.randn(1, 1, 6, 6)
+    return net, x, LayerGraph.from_module(net, x)
+
+
+@pytest.mark.parametrize("link", ["mesh", "shared"])
+def test_memory_term_never_above_any_plan_that_fits_and_forces_workers(link):
+    """Weights no one device can hold: the bound rises to the workers' messages (fact 4), and
+    stays below every fitting plan of every DN2PCIoT assignment (brute force, latency) and below
+    best's exact union optimum, with memory roomy and tight."""
+    import itertools
+    import numpy as np
+    from partopt.bounds import necessary_weight_bytes
+    from partopt.methods import dn2pciot
+    net, x, g = _heavy_fc()
+    assert necessary_weight_bytes(g) == sum(o.param_bytes for o in g.ops) == 21368
+    three = heterogeneous([("a", 1e9, GiB), ("b", 3e9, GiB), ("c", 2e9, GiB)], 2e7, latency_s=1e-5)
+    msg = 1e-5 + 4 / 2e7
+    for cap, workers in ((64 * 1024, 0), (14 * 1024, 1), (9 * 1024, 2)):
+        c = _capped(type(three)(three.name, three.devices, three.bandwidth, three.latency_s, link), cap)
+        lb = lower_bound(g, c)
+        assert lb.fits and lb.necessary_weight_bytes == 21368
+        # mesh: the last device needed has one message in and one out; shared: 2 per worker
+        want = 0.0 if workers == 0 else (2 * msg if link == "mesh" else 2 * workers * msg)
+        assert lb.memory_s == pytest.approx(want, rel=1e-12)
+        ng = dn2pciot.neuron_graph(g, "coarse")
+        ev = dn2pciot.Evaluator(ng, c)
+        X = np.array(list(itertools.product(range(3), repeat=len(ng.vertices))))
+        scores = ev.scores(X, "rate")      # (bytes over memory, bottleneck s, bytes); latency >= bottleneck
+        fits = [i for i, s in enumerate(scores) if s[0] == 0]
+        assert fits
+        # every fitting plan where few fit; else those not already above the bound by their bottleneck
+        close = fits if len(fits) <= 500 else [i for i in fits if scores[i][1] < lb.seconds]
+        for i in close:
+            r = evaluate(dn2pciot.plan_of(ng, c, X[i]), g, c)
+            assert not r.memory_ok or lb.seconds <= r.latency_s * (1 + 1e-12)
+        e = best.exact(g, c, time_limit=60)
+        assert e.status == "optimal" and lb.seconds <= e.report.latency_s * (1 + 1e-12)
+    # devices that together lack room for the weights: no plan fits, and the bound says so
+    assert not lower_bound(g, _capped(three, 4 * 1024)).fits
+
+
+def test_memory_term_on_the_dn2pciot_presets(zoo):
+    """LeNet-5's 246824 bytes of weights need 3 of dn2pciot-2's 96 KiB devices and 6 of
+    dn2pciot-4's 48 KiB ones, so 2 and 5 workers each receive and send on the shared radio."""
+    net, x, g = zoo("lenet5")
+    for cl, workers in (("dn2pciot-1", 0), ("dn2pciot-2", 2), ("dn2pciot-4", 5)):
+        c = preset(cl)
+        lb = lower_bound(g, c)
+        msg = c.latency_s + 4 / min(c.bandwidth.values())
+        assert lb.memory_s == pytest.approx(2 * workers * msg, rel=1e-12), cl
+        b = best.heuristic(g, c, model="lenet5")
+        assert b.report.memory_ok and lb.seconds <= b.report.latency_s
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(case())
 def test_every_random_plan_does_the_necessary_work_and_respects_the_bound(cs):

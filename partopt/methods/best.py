@@ -73,7 +73,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..bounds import lower_bound, necessary_flops_by_kind
+from ..bounds import lower_bound, necessary_flops_by_kind, necessary_weight_bytes
 from ..cluster import Cluster
 from ..cost import transfer_time
 from ..errors import NotApplicableError, PartoptError, SolverError
@@ -527,15 +527,17 @@ def _pick(graph, cluster, cands, source: Optional[str] = None, seen: Optional[di
 
     A candidate is skipped, not built, when a fitting incumbent is already no slower than the
     lower bound of every plan on the candidate's devices (:func:`partopt.bounds.lower_bound`),
-    so it could not have been kept; ``skipped`` counts them. The plan returned is validated."""
+    so it could not have been kept (devices that together lack room for the weights fit no plan:
+    their bound is infinite); ``skipped`` counts them. The plan returned is validated."""
     master = source or cluster.devices[0].name
-    work = necessary_flops_by_kind(graph)
+    work, weights = necessary_flops_by_kind(graph), necessary_weight_bytes(graph)
     bounds: dict = {}
 
-    def bound(devices) -> float:
+    def bound(devices) -> float:     # devices that together lack room for the weights fit no plan
         if devices not in bounds:
             cl = cluster if devices is None else cluster.subset([n for n in cluster.names if n in devices])
-            bounds[devices] = lower_bound(graph, cl, master, work=work).seconds
+            lb = lower_bound(graph, cl, master, work=work, weights=weights)
+            bounds[devices] = lb.seconds if lb.fits else float("inf")
         return bounds[devices]
 
     best, n, skipped = None, 0, 0
