@@ -29,7 +29,19 @@ from partopt.zoo import CLASSIC as ZOO, example_input, load_model
 HERE = os.path.dirname(os.path.abspath(__file__))
 OTHERS = [m for m in METHODS if m != "best"]     # the DN2PCIoT family only on LeNet-5
 FIELDS = ["model", "cluster", "best_s", "best_plan_s", "origin", "verified", "max_rel_err", "lower_bound_s",
-          "best_over_bound", "best_other", "best_other_s"] + [f"{m}_s" for m in OTHERS]
+          "best_over_bound", "best_other", "best_other_s"] + [f"{m}_s" for m in OTHERS] + ["machine_ref_s"]
+
+
+def machine_reference_s() -> float:
+    """Seconds of a fixed pure-Python loop (10**7 additions; the best of 3), so planning times of
+    runs on different machines can be compared (planning is pure Python and NumPy on one core)."""
+    best = float("inf")
+    for _ in range(3):
+        t0, s = time.perf_counter(), 0
+        for i in range(10 ** 7):
+            s += i
+        best = min(best, time.perf_counter() - t0)
+    return round(best, 3)
 
 
 def instances(models, clusters):
@@ -85,6 +97,7 @@ def main(argv=None) -> int:
     a.clusters = a.clusters or ",".join(PRESETS)
     a.csv = a.csv or os.path.join(HERE, "results", "best.csv")
     graphs = {}
+    ref = machine_reference_s()
     with open(a.csv, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=FIELDS)
         w.writeheader()
@@ -115,7 +128,7 @@ def main(argv=None) -> int:
                    "verified": v.ok if v else None, "max_rel_err": f"{v.max_rel_err:.1e}" if v else None,
                    "lower_bound_s": lb, "best_over_bound": b.report.latency_s / lb if b.feasible else None,
                    "best_other": bo, "best_other_s": feas.get(bo),
-                   **{f"{m}_s": t for m, t in others.items()}}
+                   **{f"{m}_s": t for m, t in others.items()}, "machine_ref_s": ref}
             w.writerow(row)
             fh.flush()
             print(f"{name:12s} {cl_name:11s} best {row['best_s'] or float('nan'):.5f} ({row['origin']}) "
