@@ -1,6 +1,6 @@
-"""A lower bound on the latency of **every** plan partopt can express (seconds).
+"""A lower bound on the latency of **every** plan partopt can express that fits memory (seconds).
 
-Two facts hold for any plan on any cluster, whatever its stages, tasks and transfers:
+These facts hold for any plan on any cluster, whatever its stages, tasks and transfers:
 
 1. **Necessary work.** Every output element the model's output depends on must be computed by
    some device at least once. :func:`necessary_flops` walks the graph backwards from the whole
