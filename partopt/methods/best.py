@@ -533,7 +533,7 @@ def _pick(graph, cluster, cands, source: Optional[str] = None, seen: Optional[di
     work, weights = necessary_flops_by_kind(graph), necessary_weight_bytes(graph)
     bounds: dict = {}
 
-    def bound(devices) -> float:     # devices that together lack room for the weights fit no plan
+    def bound(devices) -> float:
         if devices not in bounds:
             cl = cluster if devices is None else cluster.subset([n for n in cluster.names if n in devices])
             lb = lower_bound(graph, cl, master, work=work, weights=weights)
