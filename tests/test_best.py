@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
 from partopt.bounds import earliest_arrivals, latest_departures, lower_bound, necessary_flops, necessary_flops_by_kind
-from partopt.cluster import Device, heterogeneous, homogeneous, preset
+from partopt.cluster import heterogeneous, homogeneous, preset
 from partopt.methods import segment_path
 from partopt.methods import METHODS, best, dpfp, iop
 from partopt.methods.baselines import layer_stages
