@@ -435,14 +435,12 @@ def reproductions() -> str:
 
 def models() -> str:
     """The zoo: input, GFLOPs and weight MB of every model (traced from partopt.zoo, not a results file)."""
-    from partopt.graph import LayerGraph
-    from partopt.zoo import ZOO, example_input, load_model
+    from partopt.zoo import ZOO, summary
     out = []
-    for name, e in ZOO.items():
-        net, shape, _ = load_model(name)
-        g = LayerGraph.from_module(net, example_input(shape))
-        out.append([name, "x".join(map(str, shape)), f"{g.total_flops / 1e9:.4g}", f"{g.total_param_bytes / 1e6:.1f}",
-                    e.description])
+    for name in ZOO:
+        s = summary(name)
+        out.append([name, "x".join(map(str, s["input_shape"])), f"{s['flops'] / 1e9:.4g}",
+                    f"{s['param_bytes'] / 1e6:.1f}", s["description"]])
     return _table(["model", "input", "GFLOPs", "weights MB", "what"], out)
 
 

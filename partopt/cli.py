@@ -124,15 +124,8 @@ def _lower_bound_s(graph, cluster, sol=None) -> float:
 
 def cmd_models(args) -> int:
     from rich.table import Table
-    from .graph import LayerGraph
-    from .zoo import ZOO, example_input, load_model
-    rows = []
-    for name, e in (ZOO.items() if not args.ops else ()):
-        m, shape, _ = load_model(name)
-        g = LayerGraph.from_module(m, example_input(shape))
-        rows.append({"model": name, "input_shape": list(shape), "ops": len(g), "flops": g.total_flops,
-                     "param_bytes": g.total_param_bytes, "activation_bytes": g.total_activation_bytes,
-                     "description": e.description})
+    from .zoo import ZOO, summary
+    rows = [dict(summary(name)) for name in (ZOO if not args.ops else ())]
     if args.ops:
         from .graph import KINDS
         from .onnx_import import SUPPORTED_ONNX_OPS

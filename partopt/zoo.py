@@ -18,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -308,3 +309,18 @@ def example_input(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     """The deterministic example input used for shape propagation and verification."""
     g = torch.Generator().manual_seed(seed + 12345)
     return torch.randn(*shape, generator=g)
+
+
+@functools.cache
+def summary(name: str) -> dict:
+    """A zoo model's figures, traced once per process: ``input_shape``, ``ops``, ``flops``
+    (FLOPs), ``param_bytes`` and ``activation_bytes`` (bytes), and its ``description``
+    (``partopt models`` and the README's model table)."""
+    from .graph import LayerGraph
+    if name not in ZOO:
+        raise UnknownModelError(f"unknown model {name!r}; zoo models: {', '.join(ZOO)}")
+    net, shape, _ = load_model(name)
+    g = LayerGraph.from_module(net, example_input(shape))
+    return {"model": name, "input_shape": list(shape), "ops": len(g), "flops": g.total_flops,
+            "param_bytes": g.total_param_bytes, "activation_bytes": g.total_activation_bytes,
+            "description": ZOO[name].description}

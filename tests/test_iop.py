@@ -1,5 +1,4 @@
 import dataclasses
-import itertools
 
 import pytest
 import torch
@@ -255,7 +254,7 @@ def test_highs_right_where_microseconds_made_its_proof_wrong(zoo):
     assert milp_units_per_s(1e-3) == 1e6 and milp_units_per_s(392.0) == 1e4
 
 
-@pytest.mark.parametrize("name", ["lenet5", "alexnet", "resnet18"])
+@pytest.mark.parametrize("name", ["lenet5", "alexnet", pytest.param("resnet18", marks=pytest.mark.slow)])
 def test_greedy_never_beats_exact(zoo, name):
     _, _, g = zoo(name)
     for cl in clusters(3):

@@ -15,7 +15,7 @@ from partopt.cluster import homogeneous, load_cluster, preset
 from partopt.errors import PartoptError, PlanError, RunError
 from partopt.graph import LayerGraph
 from partopt.methods import METHODS, iop
-from partopt.plan import Plan, Transfer
+from partopt.plan import Plan
 from partopt.runtime import RunOptions, run
 from partopt.zoo import example_input, load_model
 
@@ -92,7 +92,7 @@ def test_iop_partial_sums_cross_processes():
     check(run(plan, FAST), plan)
 
 
-@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_iop_partial_sums_by_collective_reduce(world):
     """reduce="collective": the partial sums go through dist.reduce, and the output is the same."""
     g = graph_of("alexnet", (1, 3, 96, 96))
@@ -299,6 +299,7 @@ def test_fit_rates_recovers_known_rates():
     assert per_op == pytest.approx(2e-5, rel=1e-6) and residual < 1e-9
 
 
+@pytest.mark.slow     # 14 s: two calibrating processes at once
 def test_calibrate_concurrent_processes():
     from partopt.calibrate import calibrate
     cal = calibrate(["lenet5"], "pi4x2", repeats=1, concurrent=2)
