@@ -17,7 +17,6 @@ import argparse
 import csv
 import os
 import sys
-import time
 
 from partopt.cluster import preset
 from partopt.graph import LayerGraph

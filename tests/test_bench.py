@@ -1,16 +1,14 @@
 """partopt bench / report / export: sweep files, resumable CSV rows, the report's tables and
 figures, and exported models that solve to the same optimum."""
-import csv
-import json
 import os
 import pathlib
 
 import pytest
 
 from partopt import bench
-from partopt.bench import BenchConfig, MethodSpec, instances, load_config, read_rows, run_bench, run_instance
+from partopt.bench import BenchConfig, MethodSpec, instances, load_config, read_rows, run_bench
 from partopt.cli import main
-from partopt.errors import ConfigError, PartoptError
+from partopt.errors import ConfigError
 from partopt.report import load_results, markdown_table, latex_table, solver_rows, summary_rows, write_report
 
 from test_formulations import check_fragment

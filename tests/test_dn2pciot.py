@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from partopt.cluster import heterogeneous, homogeneous, preset
+from partopt.cluster import heterogeneous, preset
 from partopt.errors import PartoptError
 from partopt.graph import LayerGraph
 from partopt.methods import dn2pciot as dn

@@ -47,7 +47,7 @@ def layer(draw, cin):
 @st.composite
 def case(draw):
     cin = draw(st.sampled_from([1, 2, 3, 6]))
-    layers, c, need = [], cin, 1
+    layers, c = [], cin
     for _ in range(draw(st.integers(1, 3))):
         m, c, eff = draw(layer(c))
         layers += [m, nn.ReLU()]

@@ -390,7 +390,7 @@ def greedy_assignment(ng: NeuronGraph, ev: Evaluator) -> np.ndarray:
     load = np.zeros(n)
     placed: list[int] = []
     for v in range(len(ng.vertices)):
-        best = None
+        best, best_over = None, None
         for d in sorted(range(n), key=lambda d: (load[d], d)):
             x[v] = d
             sub = np.array(placed + [v])
