@@ -195,8 +195,7 @@ def memory_seconds(graph: LayerGraph, cluster: Cluster, source: str, ready: dict
     if sum(room.values()) < weights:
         return 0.0, False
     if cluster.link == "shared":
-        msg = min((cluster.latency_s + FLOAT_BYTES * graph.batch / cluster.bw(a, b)
-                   for a in cluster.names for b in cluster.names if a != b), default=0.0)
+        msg = min(_one_element_messages(graph, cluster).values(), default=0.0)
         held, k = room[source], 0
         for r in sorted((r for d, r in room.items() if d != source), reverse=True):
             if held >= weights:
@@ -229,13 +228,18 @@ def latest_departures(graph: LayerGraph, cluster: Cluster, sink: str) -> dict[st
     return _one_element_times(graph, cluster, sink, to_end=True)
 
 
+def _one_element_messages(graph: LayerGraph, cluster: Cluster) -> dict[tuple[str, str], float]:
+    """Seconds of a one-element message on each link (a, b): latency plus the element's bytes."""
+    elem = FLOAT_BYTES * graph.batch
+    return {(a, b): cluster.latency_s + elem / cluster.bw(a, b) for a in cluster.names for b in cluster.names if a != b}
+
+
 def _one_element_times(graph: LayerGraph, cluster: Cluster, end: str, to_end: bool) -> dict[str, float]:
     """Per device, the least time (s) one element's messages take between ``end`` and it: from
     ``end`` to the device (``to_end=False``) or from the device to ``end``, along the fastest
     path on a mesh (Dijkstra, on the reversed links for ``to_end``); on a shared medium, where
     messages go one at a time, k messages for the k-th device, the fastest devices first."""
-    elem = FLOAT_BYTES * graph.batch
-    msg = {(a, b): cluster.latency_s + elem / cluster.bw(a, b) for a in cluster.names for b in cluster.names if a != b}
+    msg = _one_element_messages(graph, cluster)
     if cluster.link == "shared":
         others = sorted((d for d in cluster.devices if d.name != end), key=lambda d: -d.flops_per_s)
         shortest = min(msg.values(), default=0.0)
