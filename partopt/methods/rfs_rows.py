@@ -60,6 +60,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
+
 from ..cluster import Cluster
 from ..cost import rate_kind, region_flops
 from ..errors import SolverError
@@ -569,116 +571,221 @@ def _mesh_rows(tab: BlockTables, cluster: Cluster, master: str) -> tuple[float, 
 
 def _shared_rows(tab: BlockTables, cluster: Cluster, master: str,
                  gap_rel: Optional[float] = None) -> tuple[float, float, dict[str, tuple[int, int]]]:
-    """Shared medium, rows in :func:`row_order` (the source's first, then the other devices' in
-    the cluster's order), any device may get none; every gather link of one bandwidth.
-
-    Under a bound T on the block's time the source may take as many rows as it computes within
-    T (shrinking the segments after it only shortens their messages and compute). For a worker d
-    whose rows end at b, the gathers from d on take ``gather_d + (K - n_d) * latency +
-    (H - b) * beta`` (K active workers, n_d of them up to d, beta seconds per output row). So for
-    each K a DP over the workers in order keeps, per (count, boundary), the least scatter time
-    so far, under worker d's bound ``scatter so far + compute_d + gathers from d on <= T``; T is
-    feasible when some K ends at row H with ``scatter + gathers <= T``. A bisection on T, each
-    feasible T lowered to the time of the rows found, stops at a relative gap of ``gap_rel``.
+    """Shared medium (every gather link of one bandwidth): the block's best rows with the
+    source's rows anywhere and the other devices' rows in the cluster's order, top down or
+    bottom up, any device idle (with at most two other devices: every order). The test "can
+    the block finish within T?" is :class:`_AnySource` on the block and on its :func:`mirror`.
+    The search alternates asking for anything faster than the best rows so far and a bisection
+    step, and stops when the proven bound is within ``gap_rel`` of the best.
     Returns (best time, proven lower bound, segments), seconds."""
-    import numpy as np
-
     gap_rel = DP_GAP_REL if gap_rel is None else gap_rel
     h = tab.h
-    workers = [d for d in cluster.names if d != master]
-    lat = cluster.latency_s
-    beta = tab.out_row_bytes / cluster.bw(workers[0], master) if workers else 0.0
-    _, comp_m, _ = _time_tables(tab, cluster, master, master)
-    comp_m0 = np.concatenate([[0.0], comp_m[0, 1:]])       # the source's time for rows [0, b)
-    identical = len(_device_classes(cluster, master)) <= 2
-    tables = {}
-    for d in (workers[:1] if identical else workers):
-        s, c, g = _time_tables(tab, cluster, master, d)
-        # a worker's bound less the count term: scatter + compute + gather + (H - b) * beta
-        tables[d] = (s, c + g + (h - np.arange(h + 1))[None, :] * beta)
-
-    def feasible_identical(t: float) -> Optional[dict[str, tuple[int, int]]]:
-        """The DP for interchangeable workers (the first K of them work), every K at once:
-        a[K, b] = least scatter time with n workers active so far, rows ending at b."""
-        bm = int(np.nonzero(comp_m0 <= t)[0].max())
-        segs = {master: (0, bm)} if bm else {}
-        if bm == h:
-            return segs
-        s, rest = tables[workers[0]]
-        w = len(workers)
-        a = np.full((w + 1, h + 1), np.inf)
-        a[1:, bm] = 0.0
-        back = []
-        ks = np.arange(w + 1)
-        for n in range(w):
-            # the (n+1)-th worker of K: its bound leaves (K - n - 1) gather latencies after it
-            thr = t - (ks - n - 1) * lat
-            cand = a[:, :, None] + s[None]
-            cand = np.where(cand + rest[None] <= thr[:, None, None], cand, np.inf)
-            arg = cand.argmin(axis=1)
-            a = np.take_along_axis(cand, arg[:, None, :], axis=1)[:, 0, :]
-            a[: n + 1] = np.inf            # K <= n is finished
-            back.append(arg)
-            k = n + 1
-            if a[k, h] + k * lat + (h - bm) * beta <= t:
-                b = h
-                for i in range(k - 1, -1, -1):
-                    prev = int(back[i][k, b])
-                    segs[workers[i]] = (prev, b)
-                    b = prev
-                return segs
-        return None
-
-    def feasible(t: float) -> Optional[dict[str, tuple[int, int]]]:
-        bm = int(np.nonzero(comp_m0 <= t)[0].max())
-        segs = {master: (0, bm)} if bm else {}
-        if bm == h:
-            return segs
-        for k in range(1, len(workers) + 1):
-            # a[n][b]: least scatter time with n workers active so far, their rows ending at b
-            a = [np.full(h + 1, np.inf) for _ in range(k + 1)]
-            a[0][bm] = 0.0
-            back = []
-            seq = workers[:k] if identical else workers   # interchangeable: the first k work
-            for i, d in enumerate(seq):
-                s, rest = tables[workers[0] if identical else d]
-                step = {}
-                for n in range(min(i, k - 1), -1, -1):
-                    if identical and n != i:
-                        continue
-                    src = np.nonzero(np.isfinite(a[n]))[0]
-                    if not len(src):
-                        continue
-                    cand = a[n][src][:, None] + s[src]
-                    cand = np.where(cand + rest[src] <= t - (k - n - 1) * lat, cand, np.inf)
-                    arg = cand.argmin(axis=0)
-                    val = cand[arg, np.arange(h + 1)]
-                    better = val < a[n + 1]
-                    a[n + 1] = np.where(better, val, a[n + 1])
-                    step[n] = np.where(better, src[arg], -1)
-                back.append(step)
-            if a[k][h] + k * lat + (h - bm) * beta <= t:
-                n, b = k, h
-                for i in range(len(back) - 1, -1, -1):
-                    if n and n - 1 in back[i] and back[i][n - 1][b] >= 0:
-                        prev = int(back[i][n - 1][b])
-                        segs[seq[i]] = (prev, b)
-                        n, b = n - 1, prev
-                return segs
-        return None
-
     best = {master: (0, h)}
-    hi = table_span(tab, cluster, master, best)
-    lo = 0.0
-    test = feasible_identical if identical and workers else feasible
+    hi, lo = table_span(tab, cluster, master, best), 0.0
+    if len(cluster) == 1:
+        return hi, hi, best
+    identical = len(_device_classes(cluster, master)) <= 2
+    families = [(_AnySource(tab, cluster, master, identical), False),
+                (_AnySource(mirror(tab), cluster, master, identical), True)]
+
+    def test(t: float) -> Optional[dict[str, tuple[int, int]]]:
+        for fam, flipped in families:
+            segs = fam.feasible(t)
+            if segs is not None:
+                return {master if d == "_source" else d: (h - b, h - a) if flipped else (a, b)
+                        for d, (a, b) in segs.items()}
+        return None
+
+    bisect = False
     while hi - lo > gap_rel * hi:
-        mid = (lo + hi) / 2
-        segs = test(mid)
+        t = (lo + hi) / 2 if bisect else hi * (1 - gap_rel)    # a bisection step, or "anything faster?"
+        segs = test(t)
         if segs is None:
-            lo = mid
+            lo = t
         else:
             best, hi = segs, table_span(tab, cluster, master, segs)
+        bisect = not bisect
     return hi, lo, best
+
+
+def mirror(tab: BlockTables) -> BlockTables:
+    """The block upside down: row r of the mirror is row ``h - 1 - r`` of ``tab``, so a segment
+    [a, b) of the mirror is [h - b, h - a) of the block, with the same FLOPs and input rows
+    (``FG'[b] - FF'[a] = FG[h - a] - FF[h - b]``, the same for XF/XG and per kind)."""
+    h = tab.h
+
+    def flip(first, end):
+        first, end = list(first), list(end)
+        top = end[h]
+        return [top - end[h - i] for i in range(h + 1)], [top - first[h - i] for i in range(h + 1)]
+
+    ff, fg = flip(tab.ff, tab.fg)
+    xf, xg = flip(tab.xf, tab.xg)
+    return BlockTables(h, ff, fg, xf, xg, tab.in_row_bytes, tab.out_row_bytes, tab.exact,
+                       tuple((kind, *flip(kf, kg)) for kind, kf, kg in tab.by_kind))
+
+
+class _AnySource:
+    """The shared medium's test "can the block finish within T?" over the family of
+    :func:`_shared_rows`: the source's rows anywhere, the other devices' rows in the cluster's
+    order (``tab`` as given: top down; its :func:`mirror`: bottom up), any device idle.
+
+    With messages served in the cluster's order, worker p (s, c, g: its scatter, compute and
+    gather seconds) meets T when ``S_<=p + c_p + G_>=p <= T`` (S: scatters up to it, G: gathers
+    from it on), and the gathers, which start after the last scatter, when ``S + G <= T``.
+    With ``u = s - g`` and G_all = K * latency + beta * (H - v) for K workers and v rows on the
+    source, these read ``U_<p + s_p + c_p <= T - G_all`` and ``U + 2 * G_all <= T``, U the sum
+    of u so far, so a DP over the row boundaries keeps the least U per (workers placed, source
+    placed or not, boundary). The source, started at row a, takes every row it computes within
+    T (more rows on it only shorten the others' messages and compute), so v ranges over those
+    counts; each (K, v) is one DP."""
+
+    def __init__(self, tab: BlockTables, cluster: Cluster, master: str, identical: bool):
+        self.h, self.lat = tab.h, cluster.latency_s
+        self.workers = [d for d in cluster.names if d != master]
+        self.beta = tab.out_row_bytes / cluster.bw(self.workers[0], master)
+        self.comp_m = _time_tables(tab, cluster, master, master)[1]
+        self.identical = identical
+        self.tables = {}
+        for d in (self.workers[:1] if identical else self.workers):
+            s, c, g = _time_tables(tab, cluster, master, d)
+            with np.errstate(invalid="ignore"):         # inf - inf where b <= a
+                self.tables[d] = (s + c, np.where(np.isfinite(s), s - g, np.inf))
+        self.rows = np.arange(self.h + 1)
+
+    def feasible(self, t: float) -> Optional[dict[str, tuple[int, int]]]:
+        """Segments (the source as ``"_source"``) that finish the block within ``t`` seconds
+        in this family, or None if none do."""
+        h = self.h
+        mrows = (self.comp_m <= t).sum(axis=1)            # rows the source computes within t from row a
+        if mrows[0] >= h:
+            return {"_source": (0, h)}
+        # The source at row a takes mrows[a] rows. Where that reaches row h it is better still
+        # to start at the first such row, p_min, and leave the rest to the workers above it
+        # (they shrink), so the counts to try: mrows[a] where rows follow the source, h - p_min,
+        # and 0 (the source idle).
+        reaches = self.rows + mrows >= h
+        counts = set(mrows[~reaches].tolist()) | {0, h - int(np.argmax(reaches))}
+        for v in sorted(counts, reverse=True):
+            ok_m = mrows >= v
+            if self.identical:
+                segs = self._dp_identical(t, v, ok_m)
+                if segs is not None:
+                    return segs
+                continue
+            for k in range(1, len(self.workers) + 1):
+                segs = self._dp(t, k, v, ok_m)
+                if segs is not None:
+                    return segs
+        return None
+
+    def _dp_identical(self, t: float, v: int, ok_m) -> Optional[dict[str, tuple[int, int]]]:
+        """:meth:`_dp` for interchangeable workers (the first K of them work), every K at once:
+        ``a[K - 1, f, b]`` is the least U after the step's worker, f: the source placed."""
+        h, inf, w = self.h, np.inf, len(self.workers)
+        gall = np.arange(1, w + 1) * self.lat + self.beta * (h - v)
+        lim = t - gall
+        sc, u = self.tables[self.workers[0]]
+        a = np.full((w, 2, h + 1), inf)
+        a[:, 1 if v == 0 else 0, 0] = 0.0
+        log = [(None, self._place_source(a, v, ok_m))]
+        for n in range(w):                              # the (n+1)-th worker, for every K > n
+            src = np.nonzero(np.isfinite(a[n:]).any(axis=(0, 1)))[0]
+            if not len(src):
+                return None
+            prev = a[n:, :, src][..., None]             # [K - 1 - n, f, start row, 1]
+            val = np.where(prev + sc[src] <= lim[n:, None, None, None], prev + u[src], inf)
+            best = val.min(axis=2)
+            back = np.where(np.isfinite(best), src[val.argmin(axis=2)], -1)
+            a = np.full_like(a, inf)
+            a[n:] = best
+            log.append((back, self._place_source(a, v, ok_m)))
+            if a[n, 1, h] + 2 * gall[n] <= t:             # K = n + 1 workers finish in time
+                return self._walk_back(log, n, v, self.workers[: n + 1])
+        return None
+
+    @staticmethod
+    def _place_source(a, v: int, ok_m):
+        """Put the source's v rows after any state without it (in place); where it improved."""
+        if not v:
+            return None
+        h = a.shape[-1] - 1
+        cand = np.where(ok_m[: h + 1 - v], a[..., 0, : h + 1 - v], np.inf)
+        better = cand < a[..., 1, v:]
+        a[..., 1, v:] = np.where(better, cand, a[..., 1, v:])
+        return better
+
+    def _walk_back(self, log, kk: int, v: int, seq: list[str]) -> dict[str, tuple[int, int]]:
+        """The segments of K = kk + 1 workers from :meth:`_dp_identical`'s log: per step, the
+        worker's start row per (source placed, K - 1 - step, end row), and where the source's
+        move improved a state."""
+        segs: dict[str, tuple[int, int]] = {}
+        f, b = 1, self.h
+        for i in range(len(log) - 1, -1, -1):
+            back, moved = log[i]
+            if f == 1 and moved is not None and b >= v and moved[kk, b - v]:
+                segs["_source"] = (b - v, b)
+                f, b = 0, b - v
+            if i:
+                prev = int(back[kk - (i - 1), f, b])   # step i - 1 kept K - 1 >= i - 1
+                segs[seq[i - 1]] = (prev, b)
+                b = prev
+        assert f == (0 if v else 1) and b == 0, "walk back did not reach row 0"
+        return segs
+
+    def _dp(self, t: float, k: int, v: int, ok_m) -> Optional[dict[str, tuple[int, int]]]:
+        h, inf = self.h, np.inf
+        gall = k * self.lat + self.beta * (h - v)
+        lim = t - gall
+        if lim < 0:
+            return None
+        seq = self.workers[:k] if self.identical else self.workers
+        a = np.full((k + 1, 2, h + 1), inf)           # least U: [workers placed, source placed, boundary]
+        a[0, 1 if v == 0 else 0, 0] = 0.0
+        src_ok = ok_m[: h + 1 - v] if v else None
+
+        def place_source() -> Optional[object]:
+            if not v:
+                return None
+            cand = np.where(src_ok, a[:, 0, : h + 1 - v], inf)
+            better = cand < a[:, 1, v:]
+            a[:, 1, v:] = np.where(better, cand, a[:, 1, v:])
+            return better
+
+        log = [(None, place_source())]
+        for i, d in enumerate(seq):
+            sc, u = self.tables[seq[0] if self.identical else d]
+            back = {}
+            for n in range(min(i, k - 1), -1, -1):     # n -> n + 1, the larger counts first (in place)
+                if self.identical and n != i:
+                    continue
+                for f in (0, 1):
+                    src = np.nonzero(np.isfinite(a[n, f]))[0]
+                    if not len(src):
+                        continue
+                    prev = a[n, f, src][:, None]
+                    val = np.where(prev + sc[src] <= lim, prev + u[src], inf)
+                    arg = val.argmin(axis=0)
+                    best = val[arg, self.rows]
+                    better = best < a[n + 1, f]
+                    a[n + 1, f] = np.where(better, best, a[n + 1, f])
+                    back[(n, f)] = np.where(better, src[arg], -1)
+            log.append((back, place_source()))
+        if not a[k, 1, h] + 2 * gall <= t:
+            return None
+        segs: dict[str, tuple[int, int]] = {}
+        n, f, b = k, 1, h
+        for i in range(len(log) - 1, -1, -1):          # walk back: the source's move, then worker i's
+            back, moved = log[i]
+            if f == 1 and moved is not None and b >= v and moved[n, b - v]:
+                segs["_source"] = (b - v, b)
+                f, b = 0, b - v
+            if i and n and (n - 1, f) in back and back[(n - 1, f)][b] >= 0:
+                prev = int(back[(n - 1, f)][b])
+                segs[seq[i - 1]] = (prev, b)
+                n, b = n - 1, prev
+        assert n == 0 and b == 0, "walk back did not reach row 0"
+        return segs
 
 
 def dp_applies(cluster: Cluster, master: str) -> bool:
