@@ -147,6 +147,7 @@ def test_exact_keeps_memory_by_choosing_another_blocking(zoo):
 import itertools
 
 from partopt.geometry import Box
+from partopt.methods import rfs_rows
 from partopt.methods.rfs_rows import best_rows
 from partopt.plan import Stage, Task, gathered, route_stage, stage_span
 
@@ -157,16 +158,6 @@ def span_of(g, cl, ops, x, master, segs):
     return stage_span(g, cl, route_stage(g, st, {x: gathered(g, x, master)}), master)
 
 
-def family_orders(cl, master):
-    """The row orders of the row DP's family on a shared medium: the source's rows anywhere,
-    the others in the cluster's order top down or bottom up (every order with <= 3 devices)."""
-    others = [d for d in cl.names if d != master]
-    orders = []
-    for ws in (others, others[::-1]):
-        orders += [ws[:i] + [master] + ws[i:] for i in range(len(ws) + 1)]
-    return orders
-
-
 def brute_rows(g, cl, ops, x, master, every_order=None, orders=None):
     """Every integer split of the block's output rows into contiguous segments, in the row
     orders of the DP's family (:func:`family_orders`) or (``every_order``, default on a mesh
@@ -174,7 +165,7 @@ def brute_rows(g, cl, ops, x, master, every_order=None, orders=None):
     h = g.op[ops[-1]].out_chw[1]
     every_order = (cl.link == "mesh" or len(cl) <= 3) if every_order is None else every_order
     if orders is None:
-        orders = itertools.permutations(cl.names) if every_order else family_orders(cl, master)
+        orders = itertools.permutations(cl.names) if every_order else rfs_rows.family_orders(cl, master)
     best = float("inf")
     for order in orders:
         for cuts in itertools.combinations_with_replacement(range(h + 1), len(cl) - 1):
@@ -227,7 +218,7 @@ def test_row_models_are_twins_of_the_dp(cl, solver):
     family's orders (every order on a mesh; with 3 devices on a shared medium too)."""
     net, x, g = chain(size=16 if cl.link == "mesh" else 32)
     p = dpfp.problem(g, cl)
-    orders = list(itertools.permutations(cl.names)) if cl.link == "mesh" else family_orders(cl, p.master)
+    orders = list(itertools.permutations(cl.names)) if cl.link == "mesh" else rfs_rows.family_orders(cl, p.master)
     for i, j in [(0, p.n), (2, 6)]:
         ops = [n for u in p.units[i:j] for n in u]
         dp_value = best_rows(g, cl, ops, p.inputs[i], p.master).objective
@@ -358,6 +349,9 @@ def test_on_a_shared_medium_the_dp_puts_the_source_in_the_middle_where_that_is_f
     assert dp.objective == pytest.approx(middle.objective, rel=1e-9)
     assert dp.objective < first.objective * 0.97
     assert dp.objective == pytest.approx(brute_rows(g, cl, ops, g.input_name, "pi0"), rel=1e-9)
+    for solver in ("cpsat", "highs"):       # with no order given the twins search the DP's family too
+        twin = rfs_rows.best_rows(g, cl, ops, g.input_name, "pi0", solver=solver)
+        assert twin.status == "optimal" and twin.objective == pytest.approx(dp.objective, rel=1e-6)
 
 
 def _random_block(rng):

@@ -33,7 +33,8 @@ weights summed over its blocks plus its largest activation set within its memory
 CBC or HiGHS (PuLP, microseconds) or CP-SAT (integer picoseconds). The family: any blocking at
 cut points; in each block, contiguous row segments with at most one per device and any device
 idle; on a ``mesh`` in every order of the devices, on a ``shared`` medium the source's rows
-first and the others in the cluster's order (messages are served in that order anyway). Each
+anywhere and the others in the cluster's order, top down or bottom up (every order with up to
+three devices; messages are served in the cluster's order anyway). Each
 block's rows are chosen for time; the memory rule then constrains the blocking, so where
 memory binds a block whose time-optimal rows do not fit is avoided rather than re-split.
 :func:`model` (and ``partopt export --method dpfp``) writes that blocking model with the

@@ -5,12 +5,12 @@ contiguous row segments, at most one per device (a device may get none): in some
 devices, boundaries ``0 = B_0 <= B_1 <= ... <= B_D = H``, the k-th device gets rows
 [B_{k-1}, B_k). This module finds the segments that minimise the block's time as
 :func:`partopt.plan.stage_span` prices it: on a ``mesh`` over every order of the devices, on a
-``shared`` medium with the source's rows first and the others in the cluster's order (there the
-messages are served in the cluster's order whatever rows a device holds, see
-:mod:`partopt.plan`). That family can miss the best order even on identical devices: with the
-source's rows in the middle its neighbours hold the map's edges and send smaller halos
-(tests/test_dpfp.py has a 3.4 % case), so on a shared medium the result is optimal over the
-family only.
+``shared`` medium with the source's rows anywhere and the others in the cluster's order, top
+down or bottom up (there the messages are served in the cluster's order whatever rows a device
+holds, see :mod:`partopt.plan`). With at most three devices that is every order; with four or
+more it is a family (8 of the 24 orders of four devices), and the result is optimal over it.
+The source's place matters even on identical devices: with its rows in the middle its
+neighbours hold the map's edges and send smaller halos (tests/test_dpfp.py has a 3.4 % case).
 
 Why the model is small: mapping rows backward through conv/pool windows (and taking the hull
 over an op's consumers) sends a segment's *first* row to each op's first row and its *end* to
@@ -34,8 +34,8 @@ The four tables come from :meth:`partopt.graph.Op.input_windows` (the one geomet
 
 Three statements of the same model. The fast path, :func:`dp_rows`, needs no solver: on a mesh
 a binary search over the block's time with a DP over device subsets (every order of the
-devices), on a shared medium a bisection on the time with a DP over boundaries (rows in
-:func:`row_order`). Its twins, kept to check it: a MILP (PuLP, CBC or HiGHS; one-hot binaries
+devices), on a shared medium a search on the time with a DP over boundaries on the block and
+on its :func:`mirror` (:class:`_AnySource`). Its twins, kept to check it: a MILP (PuLP, CBC or HiGHS; one-hot binaries
 per boundary, times in microseconds) and a CP-SAT model (element constraints, times in integer
 picoseconds, exact up to that rounding), both with rows in a given order.
 Known gap to ``cone``: where a segment's whole window lies in the padding (an empty region),
@@ -244,6 +244,20 @@ def row_order(cluster: Cluster, master: str, order: Optional[list[str]] = None) 
     if sorted(order) != sorted(cluster.names):
         raise SolverError(f"order {order} must list every device of the cluster once")
     return list(order)
+
+
+def family_orders(cluster: Cluster, master: str) -> list[list[str]]:
+    """The row orders of the shared medium's family: the source's rows anywhere, the others in
+    the cluster's order top down or bottom up (every order with at most three devices; 2n
+    orders, fewer with duplicates removed, for n devices)."""
+    others = [d for d in cluster.names if d != master]
+    orders: list[list[str]] = []
+    for ws in (others, others[::-1]):
+        for i in range(len(ws) + 1):
+            o = ws[:i] + [master] + ws[i:]
+            if o not in orders:
+                orders.append(o)
+    return orders
 
 
 def _milp(tab: BlockTables, cluster: Cluster, master: str, order: Optional[list[str]] = None):
@@ -798,8 +812,8 @@ def dp_rows(graph: LayerGraph, cluster: Cluster, ops: list[str], block_input: st
             tab: Optional[BlockTables] = None) -> Rows:
     """The block's optimal integer rows without a solver (:func:`_mesh_rows`,
     :func:`_shared_rows`): on a mesh over every order and subset of the devices (exact), on a
-    shared medium in :func:`row_order` over every subset (to a relative gap of
-    :data:`DP_GAP_REL`). Status ``optimal``; ``bound`` is the proven lower bound (s). ``tab``: the
+    shared medium with the source's rows anywhere and the others in the cluster's order, top
+    down or bottom up, over every subset (to a relative gap of :data:`DP_GAP_REL`). Status ``optimal``; ``bound`` is the proven lower bound (s). ``tab``: the
     block's tables if already built (:func:`all_block_tables`)."""
     t0 = time.perf_counter()
     tab = tab or block_tables(graph, ops, block_input)
@@ -820,15 +834,33 @@ def best_rows(graph: LayerGraph, cluster: Cluster, ops: list[str], block_input: 
     """Integer segments minimising the block's time; status optimal|feasible|no_solution.
 
     ``solver="dp"`` (default): :func:`dp_rows`, no time limit needed; on a mesh over every order
-    of the devices. ``cbc``/``highs``/``cpsat``: the MILP or CP-SAT model with rows in
-    :func:`row_order` (``order`` to fix another one), within ``time_limit`` seconds.
-    ``hint`` (CP-SAT only): segments to start from (device -> (first row, end row))."""
+    of the devices, on a shared medium over :func:`family_orders`. ``cbc``/``highs``/``cpsat``:
+    the MILP or CP-SAT model with rows in ``order`` if given; else on a shared medium the best
+    over :func:`family_orders` (the DP's family; ``optimal`` only if every order's solve is, the
+    bound the least of theirs), on a mesh in :func:`row_order` (the source first: a smaller
+    family than the DP's); within ``time_limit`` seconds in all.
+    ``hint`` (CP-SAT only): segments to start from (device -> (first row, end row)), used for
+    the source-first order."""
     if solver not in ("dp", "cbc", "highs", "cpsat"):
         raise SolverError(f"unknown row solver {solver!r}; choose dp, cbc, highs or cpsat")
     if solver == "dp":
         if order is not None:
             raise SolverError("the row DP chooses the order itself; give order only to cbc, highs or cpsat")
         return dp_rows(graph, cluster, ops, block_input, master)
+    if order is None and cluster.link == "shared" and len(cluster) > 1:
+        deadline = None if time_limit is None else time.perf_counter() + time_limit
+        runs = []
+        for o in family_orders(cluster, master):
+            left = None if deadline is None else max(0.1, deadline - time.perf_counter())
+            runs.append(best_rows(graph, cluster, ops, block_input, master, left, workers,
+                                  hint if o == row_order(cluster, master) else None, solver, o))
+        found = [r for r in runs if r.objective is not None]
+        bounds = [r.bound for r in runs]
+        bound = None if any(b is None for b in bounds) else min(bounds)
+        status = "optimal" if all(r.status == "optimal" for r in runs) else ("feasible" if found else "no_solution")
+        best = min(found, key=lambda r: r.objective) if found else None
+        return Rows(status, best.segments if best else {}, best.objective if best else None, bound,
+                    sum(r.solve_s for r in runs))
     devs = row_order(cluster, master, order)
     model, bnd = segment_model(graph, cluster, ops, block_input, master, solver, devs)
     if solver == "cpsat":
