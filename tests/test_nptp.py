@@ -169,6 +169,23 @@ def test_exact_tile_model_equals_brute_force(yolo_graph, solver, cluster_kind, r
     assert r.latency_s <= h_cost * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_exact_tile_model_at_a_long_horizon(yolo_graph, solver):
+    """Devices and links 1000x slower, latency 1000x longer (a tiling takes about 100 s, 1e8
+    microseconds): every back-end still proves brute force's optimum. HiGHS proved wrong optima
+    on IOP's MILP at such horizons in microseconds (partopt.solvers.milp_units_per_s); NPTP's
+    MILP has no time big-M, and this checks that it stays right there."""
+    cl = heterogeneous([("a", 10e6, 4 * GiB), ("b", 20e6, 4 * GiB), ("c", 30e6, 4 * GiB)], 12.5e3, 1.0,
+                       "shared", "het3-long")
+    tm = nptp.tile_model(yolo_graph, cl, (2, 3))
+    bf_rects, bf_cost = nptp.brute_force(tm)
+    assert bf_cost > 10                                  # the long horizon this test is about
+    r = nptp.solve_tiles(tm, solver, time_limit=60)
+    assert r.status == "optimal"
+    assert r.latency_s == pytest.approx(bf_cost, rel=1e-6)
+    assert sum(c[1] > c[0] and c[3] > c[2] for c in bf_rects) > 1   # the optimum splits the map
+
+
 def test_exact_tile_model_mixed_sizes_and_resnet(zoo):
     """A 4-device brute-force check on ResNet-18 (residual adds read two tiled tensors)."""
     net, x, g = zoo("resnet18")
