@@ -217,6 +217,39 @@ def test_model_exports(tmp_path, zoo):
         assert "x_0_1" in open(path).read()
 
 
+@pytest.mark.parametrize("solver", ["highs", "cpsat"])
+def test_layer_cover_counts_what_a_holder_keeps_alive_and_the_product_cuts_keep_the_optimum(solver):
+    """An FC layer of three 432-byte groups on devices of 680 bytes: by weights alone two
+    devices could hold it (2 x 680 >= 1296), but each holder also keeps the layer's 32-byte
+    input and its 48-byte outputs alive, so the cover is three (2 x 600 < 1296). Every
+    assignment that fits memory (all 3^7, priced as evaluate) uses at least that many devices
+    for the layer, and the exact model with the cover and product cuts proves brute force's
+    optimum."""
+    import itertools
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 36))
+    x = torch.randn(1, 1, 4, 4)
+    randomize(net, 5)
+    g = LayerGraph.from_module(net, x)
+    ng = dn.neuron_graph(g, "coarse")
+    cl = iot(3, 680)
+    ev = dn.Evaluator(ng, cl)
+    fc = int(ev.stage_of[-1])
+    assert dn.stage_reserve(ng, ev, fc) == 8 * 4 + 12 * 4
+    assert dn.layer_cover(ng, ev, fc) == 3
+    fc_verts = np.flatnonzero(ev.stage_of == fc)
+    fits = 0
+    for a in itertools.product(range(3), repeat=len(ng.vertices)):
+        a = np.array(a)
+        if ev.costs(a).valid:
+            fits += 1
+            assert len(set(a[fc_verts].tolist())) >= dn.layer_cover(ng, ev, fc)
+    assert fits
+    best, key = dn.brute_force(g, cl)
+    e = dn.exact(g, cl, solver=solver, time_limit=60)
+    assert e.status == "optimal"
+    assert 1 / e.report.throughput_per_s == pytest.approx(key[0], rel=1e-6 if solver == "highs" else 1e-4)
+
+
 @pytest.mark.parametrize("solver", ["cbc", "highs", "cpsat"])
 @pytest.mark.parametrize("objective", ["rate", "comm"])
 def test_cover_cuts_keep_the_optimum_where_memory_splits_a_layer(solver, objective):

@@ -584,14 +584,28 @@ def heuristic(graph: LayerGraph, cluster: Cluster, *, model: str = "model", sour
 # ---------------------------------------------------------------------------------------
 # Exact model
 # ---------------------------------------------------------------------------------------
+def stage_reserve(ng: NeuronGraph, ev: "Evaluator", s: int) -> int:
+    """Bytes every holder of a vertex of stage ``s`` has alive while the stage runs, besides
+    weights, as the memory rows count them: the vertex's own outputs and the classes it reads
+    that the model input or stage s - 1 make (received, or its own live outputs of stage s - 1);
+    the least of that over the stage's vertices. A holder's weights fit in its memory less this."""
+    reads: dict[int, int] = {}
+    for k, v in zip(ng.cons_k, ng.cons_v):
+        u = int(ng.cls_prod[int(k)])
+        if ev.stage_of[int(v)] == s and (u < 0 or ev.stage_of[u] == s - 1):
+            reads[int(v)] = reads.get(int(v), 0) + int(ng.cls_bytes[int(k)])
+    return min((reads.get(int(v), 0) + int(ev.out[v]) for v in np.flatnonzero(ev.stage_of == s)), default=0)
+
+
 def layer_cover(ng: NeuronGraph, ev: "Evaluator", s: int) -> int:
     """The fewest devices that can hold stage ``s``'s parameters: the smallest k whose k largest
-    memories add up to the bytes of the parameter keys the stage's vertices need (each key is
-    held at least once)."""
+    rooms (memory less :func:`stage_reserve`, bytes) add up to the bytes of the parameter keys
+    the stage's vertices need (each key is held at least once)."""
     keys = {int(kk) for kk, v in zip(ng.hold_k, ng.hold_v) if ev.stage_of[int(v)] == s}
     need = int(sum(ng.key_bytes[kk] for kk in keys))
+    reserve = stage_reserve(ng, ev, s)
     total = 0
-    for k, cap in enumerate(sorted((int(c) for c in ev.cap), reverse=True), start=1):
+    for k, cap in enumerate(sorted((int(c) - reserve for c in ev.cap), reverse=True), start=1):
         total += cap
         if total >= need:
             return k
@@ -622,8 +636,9 @@ def _cover_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, z: dict, q: dict, 
             for v in verts:
                 b.at_most(Lin.var(x[(v, d)]) + Lin.var(w[d], -1.0), 0)
         cov = Lin()
+        reserve = stage_reserve(ng, ev, s)
         for d in range(n):
-            cov = cov + Lin.var(w[d], -float(ev.cap[d]))
+            cov = cov + Lin.var(w[d], -float(ev.cap[d] - reserve))
         b.at_most(cov, -need)
         for k in ks:
             u = int(ng.cls_prod[k])
@@ -643,6 +658,47 @@ def _cover_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, z: dict, q: dict, 
             if e_ != d:
                 e = e + Lin.var(q[(k, e_, d)], -1.0)
         b.at_most(e, 0)
+
+
+def _product_cuts(b, ng: NeuronGraph, ev: "Evaluator", m: dict, q: dict, readers: list[list[int]]) -> None:
+    """Valid inequalities on the messages between two stages (formulations/dn2pciot.tex,
+    "product cuts"). Where every vertex of stage t reads every class of stage s, each device
+    holding a vertex of s sends to each other device holding a vertex of t, so with a and b such
+    devices the phase carries at least ``a * b - min(a, b)`` messages, and each of the b
+    receivers lacks every class but those it makes: at least ``(b - 1)`` times the classes'
+    bytes. a and b are at least the stages' covers (:func:`layer_cover`), and both counts grow
+    with a and b, so the cuts use the covers."""
+    V = len(ng.vertices)
+    produced: dict[int, list[int]] = {}
+    for k, u in enumerate(ng.cls_prod):
+        if int(u) >= 0:
+            produced.setdefault(int(ev.stage_of[int(u)]), []).append(k)
+    for s, ks in produced.items():
+        phases = {int(ng.cls_stage[k]) for k in ks}
+        if len(phases) != 1:
+            continue
+        t = phases.pop()
+        verts_t = {v for v in range(V) if ev.stage_of[v] == t}
+        if not verts_t or any(not verts_t <= set(readers[k]) for k in ks):
+            continue
+        a, bb = layer_cover(ng, ev, s), layer_cover(ng, ev, t)
+        if a > ev.n or bb > ev.n:
+            continue        # no assignment fits: the memory rows say so
+        count = a * bb - min(a, bb)
+        if count > 0:
+            e = Lin()
+            for (ph, _, _), mv in m.items():
+                if ph == t:
+                    e = e + Lin.var(mv, -1.0)
+            b.at_most(e, -float(count))
+        need = (bb - 1) * float(sum(ng.cls_bytes[k] for k in ks))
+        if need > 0:
+            e = Lin()
+            kset = set(ks)
+            for (k, _, _), qv in q.items():
+                if k in kset:
+                    e = e + Lin.var(qv, -float(ng.cls_bytes[k]))
+            b.at_most(e, -need)
 
 
 def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", objective: str = "rate",
@@ -709,6 +765,8 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
         for v in last:
             b.at_most(Lin.var(x[(v, e_)]) + Lin.var(m[(S, e_, src)], -1.0), 0)
 
+    if cover:
+        _product_cuts(b, ng, ev, m, q, readers)
     if cover:       # a device that lacks a class it needs receives it in one message at least
         for (k, d), zv in z.items():
             if int(ng.cls_prod[k]) >= 0:
