@@ -704,7 +704,8 @@ def _product_cuts(b, ng: NeuronGraph, ev: "Evaluator", m: dict, q: dict, readers
 def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", objective: str = "rate",
                 symmetry: bool = True, cover: bool = True):
     """The exact model (module doc; formulations/dn2pciot.tex). Returns (builder, x names).
-    ``cover``: add the cover cuts (:func:`_cover_cuts`; valid for every assignment)."""
+    ``cover``: add the cover and product cuts (:func:`_cover_cuts`, :func:`_product_cuts`; valid
+    for every assignment)."""
     _check(objective)
     ev = Evaluator(ng, cluster)
     n, V, S, src = ev.n, len(ng.vertices), ng.n_stages, 0
@@ -901,8 +902,8 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
           solver: str = "highs", time_limit: Optional[float] = 60.0, threads: Optional[int] = None,
           grouping="coarse", objective: str = "rate", symmetry: bool = True, cover: bool = True) -> Solution:
     """The optimal assignment (module doc) on ``solver``; ``feasible`` with the proven bound at
-    the time limit; ``infeasible`` when no assignment fits memory. ``cover``: the cover cuts
-    (:func:`build_model`)."""
+    the time limit; ``infeasible`` when no assignment fits memory. ``cover``: the cover and
+    product cuts (:func:`build_model`)."""
     _check(objective, cluster, source)
     t0 = time.perf_counter()
     ng = neuron_graph(graph, grouping)
