@@ -312,8 +312,16 @@ def _stderr_tail(d: str, r: int) -> str:
     return lines[-1][:300] if lines else ""
 
 
+#: Seconds a rank may take to write its first status (start Python, import torch) before the
+#: no-progress rule applies to it; a short ``timeout_s`` otherwise blamed a rank still starting
+#: on a slow or loaded machine.
+STARTUP_S = 120.0
+
+
 def _watch(procs: list[subprocess.Popen], d: str, timeout_s: float, cluster: Cluster) -> None:
-    """Poll the ranks until all exit 0; raise RunError naming the rank at fault otherwise."""
+    """Poll the ranks until all exit 0; raise RunError naming the rank at fault otherwise. Until
+    every rank has written a status the limit is the larger of ``timeout_s`` and
+    :data:`STARTUP_S` seconds, then ``timeout_s`` without progress."""
     names = cluster.names
     last_change = time.time()
     seen: dict[int, float] = {}
@@ -341,11 +349,12 @@ def _watch(procs: list[subprocess.Popen], d: str, timeout_s: float, cluster: Clu
             if mtime and mtime != seen.get(r):
                 seen[r] = mtime
                 last_change = time.time()
-        if time.time() - last_change > timeout_s:
+        limit = timeout_s if len(seen) == len(procs) else max(timeout_s, STARTUP_S)
+        if time.time() - last_change > limit:
             statuses = {r: _status(d, r)[0] for r in range(len(procs)) if codes[r] is None}
             r = _culprits(statuses, sorted(statuses))[0]
             waiting = sorted(q for q, s in statuses.items() if q != r and s.startswith("waiting"))
-            raise RunError(f"rank {r} ({names[r]}) hung: no rank made progress for {timeout_s:g} s "
+            raise RunError(f"rank {r} ({names[r]}) hung: no rank made progress for {limit:g} s "
                            f"(rank {r}: {statuses.get(r, 'exited')})"
                            + (f"; ranks {', '.join(map(str, waiting))} were waiting" if waiting else ""))
         time.sleep(0.05)

@@ -186,6 +186,40 @@ def test_a_rank_that_hangs_is_stopped_after_the_timeout_and_named(lenet_plan):
     assert runtime_children() == []
 
 
+def test_a_rank_slow_to_start_is_not_called_hung(tmp_path, monkeypatch):
+    """The no-progress timeout applies once every rank has written a status: a rank that takes
+    longer than the timeout to start (import torch on a loaded machine) is waited for, up to
+    runtime.STARTUP_S; past that it is named."""
+    import threading
+
+    class Proc:
+        def __init__(self):
+            self.code = None
+
+        def poll(self):
+            return self.code
+
+    procs = [Proc() for _ in range(3)]
+
+    def ranks():
+        time.sleep(0.1)
+        for r in (0, 1):
+            (tmp_path / f"rank{r}.status").write_text("waiting for rank 2")
+        time.sleep(1.2)                                   # rank 2 starts after 1.3 s > the 0.5 s timeout
+        (tmp_path / "rank2.status").write_text("computing")
+        time.sleep(0.2)
+        for p in procs:
+            p.code = 0
+    t = threading.Thread(target=ranks)
+    t.start()
+    runtime._watch(procs, str(tmp_path), 0.5, homogeneous(3))       # returns: no RunError
+    t.join()
+    monkeypatch.setattr(runtime, "STARTUP_S", 1.0)
+    procs = [Proc() for _ in range(3)]
+    with pytest.raises(RunError, match=r"rank 0 \(pi0\) hung: no rank made progress for 1 s \(rank 0: starting\)"):
+        runtime._watch(procs, str(tmp_path / "none"), 0.5, homogeneous(3))
+
+
 def test_wrong_plans_and_options_are_refused_before_any_process_starts(lenet_plan, monkeypatch, tmp_path):
     def no_spawn(*a, **k):
         raise AssertionError("a process was started")
