@@ -748,31 +748,22 @@ class _AnySource:
         return segs
 
     def _dp(self, t: float, k: int, v: int, ok_m) -> Optional[dict[str, tuple[int, int]]]:
+        """Segments for exactly k workers (in the cluster's order, any of them idle) and v rows
+        on the source, within ``t`` seconds, or None: the DP of the class doc, ``a[n, f, b]``
+        the least U with n workers placed, f: the source placed, rows ending at b."""
         h, inf = self.h, np.inf
         gall = k * self.lat + self.beta * (h - v)
         lim = t - gall
         if lim < 0:
             return None
-        seq = self.workers[:k] if self.identical else self.workers
-        a = np.full((k + 1, 2, h + 1), inf)           # least U: [workers placed, source placed, boundary]
+        seq = self.workers
+        a = np.full((k + 1, 2, h + 1), inf)
         a[0, 1 if v == 0 else 0, 0] = 0.0
-        src_ok = ok_m[: h + 1 - v] if v else None
-
-        def place_source() -> Optional[object]:
-            if not v:
-                return None
-            cand = np.where(src_ok, a[:, 0, : h + 1 - v], inf)
-            better = cand < a[:, 1, v:]
-            a[:, 1, v:] = np.where(better, cand, a[:, 1, v:])
-            return better
-
-        log = [(None, place_source())]
+        log = [(None, self._place_source(a, v, ok_m))]
         for i, d in enumerate(seq):
-            sc, u = self.tables[seq[0] if self.identical else d]
+            sc, u = self.tables[d]
             back = {}
             for n in range(min(i, k - 1), -1, -1):     # n -> n + 1, the larger counts first (in place)
-                if self.identical and n != i:
-                    continue
                 for f in (0, 1):
                     src = np.nonzero(np.isfinite(a[n, f]))[0]
                     if not len(src):
@@ -784,7 +775,7 @@ class _AnySource:
                     better = best < a[n + 1, f]
                     a[n + 1, f] = np.where(better, best, a[n + 1, f])
                     back[(n, f)] = np.where(better, src[arg], -1)
-            log.append((back, place_source()))
+            log.append((back, self._place_source(a, v, ok_m)))
         if not a[k, 1, h] + 2 * gall <= t:
             return None
         segs: dict[str, tuple[int, int]] = {}
