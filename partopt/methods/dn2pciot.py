@@ -768,7 +768,7 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
 
     if cover:
         _product_cuts(b, ng, ev, m, q, readers)
-    if cover:       # a device that lacks a class it needs receives it in one message at least
+        # a device that lacks a class it needs receives it in one message at least
         for (k, d), zv in z.items():
             if int(ng.cls_prod[k]) >= 0:
                 e = Lin.var(zv)
