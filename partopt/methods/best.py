@@ -25,9 +25,7 @@ fastest that fits memory:
    - ``layers``: layer by layer, rows (or, on 1-row maps and FC layers, channels) by speed over
      a device subset, halos exchanged between the subset's devices (CoEdge);
    - ``rows`` (``--exact`` only): one fused block with DPFP's optimal integer rows (a device
-     may get none; on a mesh in any order of the devices, on a shared medium the source's rows
-     anywhere and the others in the cluster's order, top down or bottom up), so DPFP's exact
-     family is inside.
+     may get none; in any order of the devices), so DPFP's exact family is inside.
 
    Subsets: the source with its k-1 fastest peers, or the k fastest peers without the source.
    Every segment starts from its input whole on the *master* (the source) and ends with its

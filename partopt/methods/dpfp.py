@@ -32,9 +32,8 @@ blocking as a path over the cut points with the memory rule
 weights summed over its blocks plus its largest activation set within its memory), solved by
 CBC or HiGHS (PuLP, microseconds) or CP-SAT (integer picoseconds). The family: any blocking at
 cut points; in each block, contiguous row segments with at most one per device and any device
-idle; on a ``mesh`` in every order of the devices, on a ``shared`` medium the source's rows
-anywhere and the others in the cluster's order, top down or bottom up (every order with up to
-three devices; messages are served in the cluster's order anyway). Each
+idle, in every order of the devices (on a ``shared`` medium the messages are served in the
+cluster's order whatever rows a device holds). Each
 block's rows are chosen for time; the memory rule then constrains the blocking, so where
 memory binds a block whose time-optimal rows do not fit is avoided rather than re-split.
 :func:`model` (and ``partopt export --method dpfp``) writes that blocking model with the
@@ -157,10 +156,10 @@ def problem(graph: LayerGraph, cluster: Cluster, source: Optional[str] = None,
 
     ``rows="speed"``: every block's rows in proportion to ``shares`` (default: device speed).
     ``rows="optimal"``: every block's own integer rows minimising its time
-    (:mod:`partopt.methods.rfs_rows`, by ``row_solver``: ``dp`` (no solver; on a mesh over every
-    order of the devices; on a shared medium whose gather links differ in bandwidth the CP-SAT
-    twin takes its place), or the MILP/CP-SAT twins cbc, highs, cpsat with ``block_time_limit``
-    seconds per block); its ``lower`` holds each block's proven lower bound.
+    (:mod:`partopt.methods.rfs_rows`, by ``row_solver``: ``dp`` (no solver; over every order of
+    the devices; on a shared medium whose gather links differ in bandwidth the CP-SAT twin takes
+    its place), or the MILP/CP-SAT twins cbc, highs, cpsat with ``block_time_limit`` seconds per
+    block, one solve per order); its ``lower`` holds each block's proven lower bound.
     ``max_block_units``: price only blocks of at most that many units (all by default); the DP
     is then exact over blockings with blocks no longer than that.
     """
@@ -321,7 +320,7 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
           rows: str = "optimal", block_time_limit: Optional[float] = 30.0, row_solver: str = "dp") -> Solution:
     """The exact twin of DPFP. With ``rows="optimal"`` every block's integer row segments are
     chosen optimally first (``row_solver``: ``dp``, the row DP of :mod:`partopt.methods.rfs_rows`,
-    on a mesh over every order of the devices; or its MILP/CP-SAT twins cbc, highs, cpsat with
+    over every order of the devices; or its MILP/CP-SAT twins cbc, highs, cpsat with
     ``block_time_limit`` seconds per block); then the blocking is chosen with the memory rule
     as a path over the cut points (:func:`build_model`, solved by ``solver``: cbc, highs or
     cpsat, within ``time_limit`` seconds). Blocks are independent under the master-centric

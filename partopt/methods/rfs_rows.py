@@ -4,13 +4,13 @@ A block (ops in order, its output of H rows, its one input held by the master) i
 contiguous row segments, at most one per device (a device may get none): in some order of the
 devices, boundaries ``0 = B_0 <= B_1 <= ... <= B_D = H``, the k-th device gets rows
 [B_{k-1}, B_k). This module finds the segments that minimise the block's time as
-:func:`partopt.plan.stage_span` prices it: on a ``mesh`` over every order of the devices, on a
-``shared`` medium with the source's rows anywhere and the others in the cluster's order, top
-down or bottom up (there the messages are served in the cluster's order whatever rows a device
-holds, see :mod:`partopt.plan`). With at most three devices that is every order; with four or
-more it is a family (8 of the 24 orders of four devices), and the result is optimal over it.
-The source's place matters even on identical devices: with its rows in the middle its
-neighbours hold the map's edges and send smaller halos (tests/test_dpfp.py has a 3.4 % case).
+:func:`partopt.plan.stage_span` prices it, over every order of the devices and every subset
+(on a ``shared`` medium the messages are served in the cluster's order whatever rows a device
+holds, see :mod:`partopt.plan`, so there the order of the rows matters through the halos: a
+segment at the map's edge needs a halo on one side only). The source's place matters even on
+identical devices: with its rows in the middle its neighbours hold the map's edges and send
+smaller halos (tests/test_dpfp.py has a 3.4 % case), and with four devices no order of the
+source anywhere and the others in the cluster's order is optimal in a 1.1 % case there.
 
 Why the model is small: mapping rows backward through conv/pool windows (and taking the hull
 over an op's consumers) sends a segment's *first* row to each op's first row and its *end* to
@@ -34,10 +34,15 @@ The four tables come from :meth:`partopt.graph.Op.input_windows` (the one geomet
 
 Three statements of the same model. The fast path, :func:`dp_rows`, needs no solver: on a mesh
 a binary search over the block's time with a DP over device subsets (every order of the
-devices), on a shared medium a search on the time with a DP over boundaries on the block and
-on its :func:`mirror` (:class:`_AnySource`). Its twins, kept to check it: a MILP (PuLP, CBC or HiGHS; one-hot binaries
-per boundary, times in microseconds) and a CP-SAT model (element constraints, times in integer
-picoseconds, exact up to that rounding), both with rows in a given order.
+devices); on a shared medium a search on the time with a DP over boundaries on the block and
+on its :func:`mirror` (:class:`_AnySource`: the source's rows anywhere, the others in the
+cluster's order top down or bottom up, which is every order with up to three devices), then,
+with four or more, a DP over the workers in the cluster's order that places each segment by
+its length, or by its rows where it touches the map's edge zones (:class:`_EveryOrder`), which
+proves that best or finds a faster split in another order. Its twins, kept to check it: a
+MILP (PuLP, CBC or HiGHS; one-hot binaries per boundary, times in microseconds) and a CP-SAT
+model (element constraints, times in integer picoseconds, exact up to that rounding), both with
+rows in a given order and searched over every order (:func:`every_order`).
 Known gap to ``cone``: where a segment's whole window lies in the padding (an empty region),
 ``cone`` drops it from the hull and the tables do not; callers re-price the answer with
 ``stage_span``, and tests compare with brute force.
@@ -247,9 +252,9 @@ def row_order(cluster: Cluster, master: str, order: Optional[list[str]] = None) 
 
 
 def family_orders(cluster: Cluster, master: str) -> list[list[str]]:
-    """The row orders of the shared medium's family: the source's rows anywhere, the others in
-    the cluster's order top down or bottom up (every order with at most three devices; 2n
-    orders, fewer with duplicates removed, for n devices)."""
+    """The row orders of :class:`_AnySource`'s family, the shared medium's first search: the
+    source's rows anywhere, the others in the cluster's order top down or bottom up (every order
+    with at most three devices; 2n orders, fewer with duplicates removed, for n devices)."""
     others = [d for d in cluster.names if d != master]
     orders: list[list[str]] = []
     for ws in (others, others[::-1]):
@@ -258,6 +263,23 @@ def family_orders(cluster: Cluster, master: str) -> list[list[str]]:
             if o not in orders:
                 orders.append(o)
     return orders
+
+
+def every_order(cluster: Cluster, master: str) -> list[list[str]]:
+    """Every row order of the devices, for the twins. On a mesh a device's time depends on its
+    own segment only, so orders that differ by swapping interchangeable devices are listed once;
+    on a shared medium the messages are served in the cluster's order, so every permutation."""
+    orders = [list(o) for o in itertools.permutations(cluster.names)]
+    if cluster.link != "mesh":
+        return orders
+    cls = {d: k for k, c in enumerate(_device_classes(cluster, master)) for d in c}
+    out, seen = [], set()
+    for o in orders:
+        key = tuple(cls[d] for d in o)
+        if key not in seen:
+            seen.add(key)
+            out.append(o)
+    return out
 
 
 def _milp(tab: BlockTables, cluster: Cluster, master: str, order: Optional[list[str]] = None):
@@ -585,12 +607,13 @@ def _mesh_rows(tab: BlockTables, cluster: Cluster, master: str) -> tuple[float, 
 
 def _shared_rows(tab: BlockTables, cluster: Cluster, master: str,
                  gap_rel: Optional[float] = None) -> tuple[float, float, dict[str, tuple[int, int]]]:
-    """Shared medium (every gather link of one bandwidth): the block's best rows with the
-    source's rows anywhere and the other devices' rows in the cluster's order, top down or
-    bottom up, any device idle (with at most two other devices: every order). The test "can
-    the block finish within T?" is :class:`_AnySource` on the block and on its :func:`mirror`.
-    The search alternates asking for anything faster than the best rows so far and a bisection
-    step, and stops when the proven bound is within ``gap_rel`` of the best.
+    """Shared medium (every gather link of one bandwidth): the block's best rows over every
+    order of the devices, any device idle. First over the family of :class:`_AnySource` (the
+    source's rows anywhere, the others in the cluster's order, top down or bottom up: every
+    order with at most three devices), on the block and on its :func:`mirror`: the search
+    alternates asking for anything faster than the best rows so far and a bisection step, and
+    stops when the proven bound is within ``gap_rel`` of the best. With four or more devices
+    :func:`_every_order_search` then proves that best over every order or finds a faster split.
     Returns (best time, proven lower bound, segments), seconds."""
     gap_rel = DP_GAP_REL if gap_rel is None else gap_rel
     h = tab.h
@@ -619,7 +642,49 @@ def _shared_rows(tab: BlockTables, cluster: Cluster, master: str,
         else:
             best, hi = segs, table_span(tab, cluster, master, segs)
         bisect = not bisect
+    if len(cluster) >= 4:           # with three devices or fewer the family is every order
+        return _every_order_search(_EveryOrder(tab, cluster, master), tab, cluster, master, hi, best, test, gap_rel)
     return hi, lo, best
+
+
+def _every_order_search(eo: "_EveryOrder", tab: BlockTables, cluster: Cluster, master: str, hi: float,
+                        best: dict[str, tuple[int, int]], family_test, gap_rel: float):
+    """From the family's best rows (``hi`` seconds, ``best``) to every order of the devices: ask
+    :meth:`_EveryOrder.test` for anything faster than ``hi (1 - gap_rel)`` until it proves
+    there is none (first asking relaxations with narrower edge zones, which are cheaper and
+    sometimes prove the family's best optimal outright). Where its middle is not straight (not :attr:`_EveryOrder.exact`), the
+    relaxation's answer is checked, then the restriction's and the family's tests asked, and
+    where none settles a time the search bisects for the bound the relaxation proves.
+    Returns (best time, proven bound, segments)."""
+    def faster(t: float):
+        segs = eo.test(t)
+        if segs is None:
+            return None, True
+        if eo.exact or table_span(tab, cluster, master, segs) <= t:
+            return segs, True
+        segs = eo.test(t, worst=True) or family_test(t)
+        return segs, segs is not None
+
+    for z in range(1, max(eo.et, eo.eb)):          # relaxations with narrower edge zones first: cheaper
+        quick = _EveryOrder(tab, cluster, master, zones=(min(z, eo.et), min(z, eo.eb)))
+        if quick.test(hi * (1 - gap_rel)) is None:
+            return hi, hi * (1 - gap_rel), best
+    lo, up = 0.0, None              # nothing below lo; up: the least time not yet settled
+    while True:
+        t = hi * (1 - gap_rel) if up is None else (lo + up) / 2
+        if up is not None and up - lo <= gap_rel * hi:
+            return hi, lo, best
+        segs, settled = faster(t)
+        if segs is not None:
+            best, hi = segs, table_span(tab, cluster, master, segs)
+            if up is not None:
+                up = min(up, hi * (1 - gap_rel))
+        elif settled:
+            if up is None:
+                return hi, t, best
+            lo = t
+        else:
+            up = t
 
 
 def mirror(tab: BlockTables) -> BlockTables:
@@ -793,6 +858,306 @@ class _AnySource:
         return segs
 
 
+def _edge_zones(tab: BlockTables) -> tuple[int, int]:
+    """(e_top, e_bot): segments starting at row >= e_top and ending at row <= h - e_bot are
+    priced by the tables' straight parts (every start table has one step from row e_top on,
+    every end table up to row h - e_bot), where a segment's terms depend on its length alone
+    for the blocks of the zoo; nearer the map's edges the padding clips them. Each at least 1.
+    :class:`_EveryOrder` is valid for any values; these only make its bounds tight."""
+    h = tab.h
+    starts = [tab.xf, tab.ff] + [kf for _, kf, _ in tab.by_kind]
+    ends = [tab.xg, tab.fg] + [kg for _, _, kg in tab.by_kind]
+
+    def straight_from(t) -> int:            # smallest e with t[e..h-1] of one step
+        d = np.diff(np.asarray(t, dtype=np.float64)[:h])
+        e = len(d)
+        while e > 0 and d[e - 1] == d[-1]:
+            e -= 1
+        return e
+
+    def straight_to(t) -> int:              # largest f with t[1..f] of one step
+        d = np.diff(np.asarray(t, dtype=np.float64)[1:])
+        f = 0
+        while f < len(d) and d[f] == d[0]:
+            f += 1
+        return f + 1
+
+    e_top = max([1] + [straight_from(t) for t in starts])
+    e_bot = max([1] + [h - straight_to(t) for t in ends])
+    return min(e_top, h), min(e_bot, h)
+
+
+class _EveryOrder:
+    """The shared medium over every order of the devices' rows (any device idle): a DP over the
+    workers in the cluster's order, the order their messages are served in, each taking a
+    segment.
+
+    Where a segment lies matters only near the map's edges (:func:`_edge_zones`): a segment's
+    terms are a table of its end b less a table of its first row a (the module doc), and the
+    tables are straight from row ``e_top`` to row ``h - e_bot``, so a segment inside that
+    *middle* is priced by its length alone (:attr:`exact` checks it). So the DP places a
+    segment that touches an edge zone at its rows (a bitmask of the zone rows taken: no two
+    overlap, and at the end every zone row is taken) and a middle segment by its length (R_mid:
+    middle rows taken). With R rows taken in all before worker p (the source's first) and n
+    workers before it, p meets T when ``V + s_p + c_p <= T - (K - n) * latency - beta * (h -
+    R)`` (V: scatters so far; the right side is T less the gathers from p on, G_>=p, for K
+    workers in all), and the gathers when ``V_all + G_all <= T``. Per (K, n, zone rows, R_mid)
+    the DP keeps the least V.
+
+    The source takes the most rows it computes within T from where it starts (more rows on it
+    never make the block slower: its neighbour's messages and compute shrink, and the gathers
+    still to come shrink by as much as the neighbour's scatter can grow), so its start fixes
+    its segment, and with it G_all = K * latency + beta * (rows not on the source); one DP per
+    distinct row count of the source.
+
+    Where the middle is not straight in every table (the terms of a middle segment depend on
+    where it starts), :attr:`exact` is False and the DP is run twice: priced at each length's
+    cheapest start (``worst=False``: a relaxation, so None proves no split finishes within T)
+    and at its dearest (a restriction: its splits do finish within T)."""
+
+    def __init__(self, tab: BlockTables, cluster: Cluster, master: str, zones: Optional[tuple[int, int]] = None):
+        self.tab, self.cluster, self.master = tab, cluster, master
+        h = self.h = tab.h
+        self.lat = cluster.latency_s
+        self.workers = [d for d in cluster.names if d != master]
+        self.beta = tab.out_row_bytes / cluster.bw(self.workers[0], master)
+        self.identical = len(_device_classes(cluster, master)) <= 2
+        et, eb = zones or _edge_zones(tab)
+        if et + eb > h:                 # the zones meet: every row is a zone row
+            et, eb = h, 0
+        self.et, self.eb, self.mid = et, eb, h - et - eb
+        self.terms = {}                                     # device -> (s, s + c) over [a, b]
+        for d in (self.workers[:1] if self.identical else self.workers):
+            s, c, _ = _time_tables(tab, cluster, master, d)
+            self.terms[d] = (s, s + c)
+        self.comp_m = _time_tables(tab, cluster, master, master)[1]
+        self.whole = {d: float(self.terms[d][1][0, h]) + self.lat + self.beta * h for d in self.terms}
+        self.whole[master] = float(self.comp_m[0, h])      # one device with every row
+        self._moves: dict = {}
+        # the least scatter seconds per row a worker can be sent (for pruning states that cannot
+        # finish): input rows per output row at their fewest, at the fastest link from the source
+        a, b = np.arange(h + 1)[:, None], np.arange(h + 1)[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(b > a, (np.asarray(tab.xg)[b] - np.asarray(tab.xf)[a]) / (b - a), np.inf)
+        self.scatter_per_row = max(0.0, float(ratio.min())) * tab.in_row_bytes / max(
+            cluster.bw(master, d) for d in self.workers)
+        r = np.arange(1, self.mid + 1)
+        tables = [t for d in self.terms for t in self.terms[d]] + [self.comp_m]
+        prices = [self._mid_prices(t, r) for t in tables]
+        self.exact = all(np.array_equal(np.nanmax(x, axis=0), np.nanmin(x, axis=0)) for x in prices if x.size)
+
+    def _mid_prices(self, table, r):
+        """table[a, a + r] for every start a of the middle (rows [start, r) of the result),
+        nan where the segment leaves the middle."""
+        a = np.arange(self.et, self.h - self.eb)[:, None]
+        b = a + r[None, :]
+        return np.where(b <= self.h - self.eb, table[a, np.minimum(b, self.h)], np.nan)
+
+    def _masks(self, a: int, b: int) -> tuple[int, int, int]:
+        """(top zone bits, bottom zone bits, middle rows) of the segment [a, b)."""
+        et, lo = self.et, self.h - self.eb
+        top = sum(1 << i for i in range(a, min(b, et)))
+        bottom = sum(1 << (i - lo) for i in range(max(a, lo), b))
+        return top, bottom, max(0, min(b, lo) - max(a, et))
+
+    def moves(self, d: str, worst: bool):
+        """Device d's segments as DP moves, grouped by the zone rows they take:
+        [(top bits, bottom bits, S, SC, where, shift)], S and SC (scatter, scatter + compute, s)
+        as [R_mid before, R_mid after] matrices (inf where none), ``where[m]`` the segment (a, b)
+        that takes m middle rows, or None for a middle segment (placed by its length);
+        ``shift`` = (m, S, SC) where the group has one segment only."""
+        key = (d, worst)
+        if key in self._moves:
+            return self._moves[key]
+        s, sc = self.terms[d]
+        h, et, eb, mid = self.h, self.et, self.eb, self.mid
+        inf = np.inf
+        groups: dict = {}
+
+        def put(a: int, b: int):
+            tb, bb, m = self._masks(a, b)
+            g = groups.setdefault((tb, bb), (np.full(mid + 1, inf), np.full(mid + 1, inf), [None] * (mid + 1)))
+            g[0][m], g[1][m], g[2][m] = s[a, b], sc[a, b], (a, b)
+
+        for a in range(et):
+            for b in range(a + 1, h + 1):
+                put(a, b)
+        for b in range(h - eb + 1, h + 1):
+            for a in range(et, b):
+                put(a, b)
+        if mid:
+            r = np.arange(1, mid + 1)
+            pick = np.nanmax if worst else np.nanmin
+            S, SC = np.full(mid + 1, inf), np.full(mid + 1, inf)
+            S[1:], SC[1:] = pick(self._mid_prices(s, r), axis=0), pick(self._mid_prices(sc, r), axis=0)
+            groups[(0, 0)] = (S, SC, [None] * (mid + 1))
+        k = np.arange(mid + 1)
+        diff = k[None, :] - k[:, None]
+        idx = np.clip(diff, 0, mid)
+        out = []
+        for (tb, bb), (S, SC, where) in groups.items():
+            ks = np.nonzero(np.isfinite(SC))[0]
+            # one middle count (a zone segment, or one spanning the middle): a shift, not a matrix
+            shift = (int(ks[0]), float(S[ks[0]]), float(SC[ks[0]])) if len(ks) == 1 else None
+            out.append((tb, bb, np.where(diff >= 0, S[idx], inf), np.where(diff >= 0, SC[idx], inf), where, shift))
+        self._moves[key] = out
+        return out
+
+    def _source_starts(self, t: float, worst: bool) -> dict[int, list[tuple[int, int, int, object]]]:
+        """Row count -> [(top bits, bottom bits, middle rows, segment)] where the source may
+        start (class doc): from each row a the most rows it computes within t, or the bottom
+        rows it computes; 0: idle. A middle segment (``segment`` None) is given by its length:
+        in the restriction only a length it computes wherever it starts."""
+        h = self.h
+        c = self.comp_m
+        out: dict[int, list] = {0: [(0, 0, 0, None)]}
+
+        def add(a: int, b: int):
+            tb, bb, m = self._masks(a, b)
+            if tb or bb:
+                out.setdefault(b - a, []).append((tb, bb, m, (a, b)))
+            elif not worst:
+                out.setdefault(b - a, []).append((0, 0, m, None))
+
+        for a in range(h):
+            fits = np.nonzero(c[a, a + 1:] <= t)[0]
+            if len(fits) and a + fits[-1] + 1 < h:
+                add(a, a + int(fits[-1]) + 1)
+        fits = np.nonzero(c[h - np.arange(1, h + 1), h] <= t)[0]
+        if len(fits):
+            add(h - int(fits[-1]) - 1, h)
+        if worst and self.mid:
+            dearest = np.nanmax(self._mid_prices(c, np.arange(1, self.mid + 1)), axis=0)
+            ok = np.nonzero(dearest <= t)[0]
+            if len(ok):
+                out.setdefault(int(ok[-1]) + 1, []).append((0, 0, int(ok[-1]) + 1, None))
+        return {v: sorted(set(x), key=repr) for v, x in out.items()}
+
+    def test(self, t: float, worst: bool = False) -> Optional[dict[str, tuple[int, int]]]:
+        """Segments (device -> (first row, end row)) that finish within ``t`` seconds, or None
+        if none do (exact when :attr:`exact`; else ``worst=False`` is the relaxation, whose
+        segments need not finish within t, and ``worst=True`` the restriction)."""
+        for d, v in self.whole.items():
+            if v <= t:
+                return {d: (0, self.h)}
+        for v, at in sorted(self._source_starts(t, worst).items(), reverse=True):   # one DP per row count
+            segs = self._dp(t, worst, v, at)
+            if segs is not None:
+                return segs
+        return None
+
+    def _dp(self, t: float, worst: bool, v: int, starts) -> Optional[dict[str, tuple[int, int]]]:
+        """The DP of the class doc for the source's row count v (``starts``: where it may
+        start) and every K at once: the segments of the first K workers (of any K when they
+        differ) that meet t, or None. States are indexed by K, n (interchangeable workers: n is
+        the step, one slot), the zone rows taken, q = top bits * 2^e_bot + bottom bits (a move's
+        bits do not overlap a state's, so it adds them), and R_mid."""
+        h, lat, beta, inf, mid = self.h, self.lat, self.beta, np.inf, self.mid
+        w, nb = len(self.workers), 1 << self.eb
+        q_all = np.arange((1 << self.et) * nb)
+        pop = np.array([bin(x).count("1") for x in q_all])
+        rows = pop[:, None] + np.arange(mid + 1)[None, :]                    # R, by (q, R_mid)
+        ks = np.arange(1, w + 1)                                             # K; index K - 1
+        gall = ks * lat + beta * (h - v)
+        slots = 1 if self.identical else w + 1
+        val = np.full((w, slots, len(q_all), mid + 1), inf)                # [K - 1, n, q, R_mid]
+        for tb, bb, m, _ in starts:
+            val[:, 0, tb * nb + bb, m] = 0.0
+        seq = [self.workers[0]] * w if self.identical else self.workers
+        full = len(q_all) - 1
+        logs = []
+        self.groups_of = {d: self.moves(d, worst) for d in set(seq)}
+        for i, d in enumerate(seq):
+            groups = self.groups_of[d]
+            new = np.full_like(val, inf) if self.identical else val.copy()     # idle: the state stays
+            back = np.full(val.shape, -1, dtype=np.int64)                     # group * (mid + 1) + R_mid before
+            for n in ([i] if self.identical else range(min(i, w - 1) + 1)):
+                here, there = (0, 0) if self.identical else (n, n + 1)
+                prev = val[n:, here]                                          # [K > n, q, R_mid]
+                live = np.nonzero(np.isfinite(prev).any(axis=(0, 2)))[0]
+                if not len(live):
+                    continue
+                lim = t - (ks[n:] - n)[:, None, None] * lat - beta * (h - rows)[None]
+                out, code = new[n:, there], back[n:, there]
+                for gi, (tb, bb, S, SC, _, shift) in enumerate(groups):
+                    qs = live[((live // nb) & tb) == 0]
+                    qs = qs[((qs % nb) & bb) == 0]
+                    if not len(qs):
+                        continue
+                    pv, lm = prev[:, qs], lim[:, qs]                          # [K, q, R_mid]
+                    tq = qs + tb * nb + bb
+                    if shift is not None:                                     # R_mid after = before + m
+                        m, s1, sc1 = shift
+                        best = np.full_like(pv, inf)
+                        best[:, :, m:] = np.where(pv[:, :, : mid + 1 - m] + sc1 <= lm[:, :, : mid + 1 - m],
+                                                  pv[:, :, : mid + 1 - m] + s1, inf)
+                        arg = np.broadcast_to(np.arange(mid + 1) - m, best.shape)
+                    else:
+                        src = np.nonzero(np.isfinite(pv).any(axis=(0, 1)))[0]
+                        pv, lm = pv[:, :, src, None], lm[:, :, src, None]
+                        cand = np.where(pv + SC[src] <= lm, pv + S[src], inf)  # [K, q, R_mid before, after]
+                        best = cand.min(axis=2)
+                        arg = src[cand.argmin(axis=2)]
+                    better = best < out[:, tq]
+                    if better.any():
+                        out[:, tq] = np.where(better, best, out[:, tq])
+                        code[:, tq] = np.where(better, gi * (mid + 1) + arg, code[:, tq])
+            val = new
+            # the scatters still to come add at least a latency per worker and the least seconds
+            # per row: states that cannot meet the gathers' condition are dropped
+            placed = np.full(1, i + 1) if self.identical else np.arange(w + 1)
+            rem = np.maximum(ks[:, None] - placed[None, :], 0) * lat                       # [K, n]
+            floor = gall[:, None, None, None] + rem[:, :, None, None] + self.scatter_per_row * (h - rows)[None, None]
+            val[val + floor > t] = inf
+            logs.append(back)
+            if self.identical:
+                k = i + 1 if val[i, 0, full, mid] + gall[i] <= t else None
+            else:
+                done = np.nonzero(val[ks - 1, ks, full, mid] + gall <= t)[0]
+                k = int(done[0]) + 1 if len(done) else None
+            if k is not None:
+                return self._walk_back(logs, seq, k, starts)
+        return None
+
+    def _walk_back(self, logs, seq, k: int, starts) -> dict[str, tuple[int, int]]:
+        """The segments from the DP's log: zone segments where they lie, middle ones by
+        length, laid out in the middle rows left free."""
+        mid, nb = self.mid, 1 << self.eb
+        n, tb, bb, m = k, (1 << self.et) - 1, (1 << self.eb) - 1, mid
+        placed: dict[str, tuple[int, int]] = {}
+        lengths: list[tuple[str, int]] = []
+        used = []
+        for i in range(len(logs) - 1, -1, -1):
+            code = int(logs[i][k - 1, 0 if self.identical else n, tb * nb + bb, m])
+            if code < 0:                                               # idle at this step
+                continue
+            gi, m0 = divmod(code, mid + 1)
+            gtb, gbb, _, _, where, _ = self.groups_of[seq[i]][gi]
+            used.append(i)
+            if where[m - m0] is None:
+                lengths.append((i, m - m0))
+            else:
+                placed[i] = where[m - m0]
+            n, tb, bb, m = n - 1, tb & ~gtb, bb & ~gbb, m0
+        assert n == 0, "walk back did not reach the source"
+        src = next(x for x in starts if x[:3] == (tb, bb, m))
+        names = {i: (self.workers[j] if self.identical else seq[i]) for j, i in enumerate(sorted(used))}
+        segs = {names[i]: ab for i, ab in placed.items()}
+        mids = [(names[i], r) for i, r in sorted(lengths)]
+        if src[3] is not None:
+            segs[self.master] = src[3]
+        elif m:
+            mids.insert(0, (self.master, m))
+        a = max([self.et] + [b for a0, b in segs.values() if a0 < self.et])     # the middle rows left free
+        for d, r in mids:
+            segs[d] = (a, a + r)
+            a += r
+        bounds = sorted(segs.values())
+        assert bounds[0][0] == 0 and bounds[-1][1] == self.h and all(x[1] == y[0] for x, y in zip(bounds, bounds[1:])), \
+            "the segments do not tile the block's rows"
+        return segs
+
+
 def dp_applies(cluster: Cluster, master: str) -> bool:
     """Whether :func:`dp_rows` covers ``cluster``: every mesh; a shared medium whose links from
     the other devices to the source have one bandwidth."""
@@ -802,10 +1167,10 @@ def dp_applies(cluster: Cluster, master: str) -> bool:
 def dp_rows(graph: LayerGraph, cluster: Cluster, ops: list[str], block_input: str, master: str,
             tab: Optional[BlockTables] = None) -> Rows:
     """The block's optimal integer rows without a solver (:func:`_mesh_rows`,
-    :func:`_shared_rows`): on a mesh over every order and subset of the devices (exact), on a
-    shared medium with the source's rows anywhere and the others in the cluster's order, top
-    down or bottom up, over every subset (to a relative gap of :data:`DP_GAP_REL`). Status ``optimal``; ``bound`` is the proven lower bound (s). ``tab``: the
-    block's tables if already built (:func:`all_block_tables`)."""
+    :func:`_shared_rows`), over every order and subset of the devices: on a mesh exactly, on a
+    shared medium to a relative gap of :data:`DP_GAP_REL`. Status ``optimal`` when the bound is
+    proven within that gap (else ``feasible``); ``bound`` is the proven lower bound (s).
+    ``tab``: the block's tables if already built (:func:`all_block_tables`)."""
     t0 = time.perf_counter()
     tab = tab or block_tables(graph, ops, block_input)
     if cluster.link == "mesh":
@@ -815,7 +1180,8 @@ def dp_rows(graph: LayerGraph, cluster: Cluster, ops: list[str], block_input: st
         if not dp_applies(cluster, master):
             raise SolverError("the row DP on a shared medium needs one gather bandwidth; use cpsat, highs or cbc")
         value, bound, segs = _shared_rows(tab, cluster, master)
-    return Rows("optimal", segs, value, min(bound, value), time.perf_counter() - t0)
+    status = "optimal" if value - bound <= 2 * DP_GAP_REL * value else "feasible"
+    return Rows(status, segs, value, min(bound, value), time.perf_counter() - t0)
 
 
 def best_rows(graph: LayerGraph, cluster: Cluster, ops: list[str], block_input: str, master: str,
@@ -824,12 +1190,12 @@ def best_rows(graph: LayerGraph, cluster: Cluster, ops: list[str], block_input: 
               order: Optional[list[str]] = None) -> Rows:
     """Integer segments minimising the block's time; status optimal|feasible|no_solution.
 
-    ``solver="dp"`` (default): :func:`dp_rows`, no time limit needed; on a mesh over every order
-    of the devices, on a shared medium over :func:`family_orders`. ``cbc``/``highs``/``cpsat``:
-    the MILP or CP-SAT model with rows in ``order`` if given; else on a shared medium the best
-    over :func:`family_orders` (the DP's family; ``optimal`` only if every order's solve is, the
-    bound the least of theirs), on a mesh in :func:`row_order` (the source first: a smaller
-    family than the DP's); within ``time_limit`` seconds in all.
+    ``solver="dp"`` (default): :func:`dp_rows`, no time limit needed, over every order of the
+    devices. ``cbc``/``highs``/``cpsat``: the MILP or CP-SAT model with rows in ``order`` if
+    given; else the best over :func:`every_order` (one solve per order: n! on a shared medium,
+    so meant for small clusters; ``optimal`` only if every order's solve is, the bound the
+    least of theirs, none if the time ran out before every order was tried), within
+    ``time_limit`` seconds in all.
     ``hint`` (CP-SAT only): segments to start from (device -> (first row, end row)), used for
     the source-first order."""
     if solver not in ("dp", "cbc", "highs", "cpsat"):
@@ -838,17 +1204,21 @@ def best_rows(graph: LayerGraph, cluster: Cluster, ops: list[str], block_input: 
         if order is not None:
             raise SolverError("the row DP chooses the order itself; give order only to cbc, highs or cpsat")
         return dp_rows(graph, cluster, ops, block_input, master)
-    if order is None and cluster.link == "shared" and len(cluster) > 1:
+    if order is None and len(cluster) > 1:
         deadline = None if time_limit is None else time.perf_counter() + time_limit
-        runs = []
-        for o in family_orders(cluster, master):
+        orders, runs = every_order(cluster, master), []
+        for o in orders:
+            if deadline is not None and runs and time.perf_counter() >= deadline:
+                break                   # out of time: the orders not tried leave no bound
             left = None if deadline is None else max(0.1, deadline - time.perf_counter())
             runs.append(best_rows(graph, cluster, ops, block_input, master, left, workers,
                                   hint if o == row_order(cluster, master) else None, solver, o))
         found = [r for r in runs if r.objective is not None]
+        complete = len(runs) == len(orders)
         bounds = [r.bound for r in runs]
-        bound = None if any(b is None for b in bounds) else min(bounds)
-        status = "optimal" if all(r.status == "optimal" for r in runs) else ("feasible" if found else "no_solution")
+        bound = None if not complete or any(b is None for b in bounds) else min(bounds)
+        status = ("optimal" if complete and all(r.status == "optimal" for r in runs)
+                  else ("feasible" if found else "no_solution"))
         best = min(found, key=lambda r: r.objective) if found else None
         return Rows(status, best.segments if best else {}, best.objective if best else None, bound,
                     sum(r.solve_s for r in runs))
