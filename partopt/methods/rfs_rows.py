@@ -1066,9 +1066,8 @@ class _EveryOrder:
         seq = [self.workers[0]] * w if self.identical else self.workers
         full = len(q_all) - 1
         logs = []
-        self.groups_of = {d: self.moves(d, worst) for d in set(seq)}
         for i, d in enumerate(seq):
-            groups = self.groups_of[d]
+            groups = self.moves(d, worst)
             new = np.full_like(val, inf) if self.identical else val.copy()     # idle: the state stays
             back = np.full(val.shape, -1, dtype=np.int64)                     # group * (mid + 1) + R_mid before
             for n in ([i] if self.identical else range(min(i, w - 1) + 1)):
@@ -1116,23 +1115,23 @@ class _EveryOrder:
                 done = np.nonzero(val[ks - 1, ks, full, mid] + gall <= t)[0]
                 k = int(done[0]) + 1 if len(done) else None
             if k is not None:
-                return self._walk_back(logs, seq, k, starts)
+                return self._walk_back(logs, seq, k, starts, worst)
         return None
 
-    def _walk_back(self, logs, seq, k: int, starts) -> dict[str, tuple[int, int]]:
+    def _walk_back(self, logs, seq, k: int, starts, worst: bool) -> dict[str, tuple[int, int]]:
         """The segments from the DP's log: zone segments where they lie, middle ones by
         length, laid out in the middle rows left free."""
         mid, nb = self.mid, 1 << self.eb
         n, tb, bb, m = k, (1 << self.et) - 1, (1 << self.eb) - 1, mid
-        placed: dict[str, tuple[int, int]] = {}
-        lengths: list[tuple[str, int]] = []
+        placed: dict[int, tuple[int, int]] = {}               # step -> its zone segment
+        lengths: list[tuple[int, int]] = []                   # (step, rows) of middle segments
         used = []
         for i in range(len(logs) - 1, -1, -1):
             code = int(logs[i][k - 1, 0 if self.identical else n, tb * nb + bb, m])
             if code < 0:                                               # idle at this step
                 continue
             gi, m0 = divmod(code, mid + 1)
-            gtb, gbb, _, _, where, _ = self.groups_of[seq[i]][gi]
+            gtb, gbb, _, _, where, _ = self.moves(seq[i], worst)[gi]
             used.append(i)
             if where[m - m0] is None:
                 lengths.append((i, m - m0))
