@@ -249,6 +249,24 @@ def test_row_optimum_does_not_depend_on_how_the_cluster_lists_devices():
         assert len(values) == 1, (link, values)
 
 
+def test_every_order_lists_each_distinct_order_once():
+    """The twins' orders: on a mesh interchangeable devices swapped give the same block time, so
+    each sequence of device classes is listed once; on a shared medium messages follow the
+    cluster's order, so every permutation. Given no order, a twin's best over them is the DP's."""
+    from partopt.methods import rfs_rows
+    mesh = SLOW_DEVICES[0]                                   # three identical devices on a mesh
+    orders = rfs_rows.every_order(mesh, "pi0")
+    assert len(orders) == 3 and sorted(o.index("pi0") for o in orders) == [0, 1, 2]
+    shared = homogeneous(3, flops_per_s=2e7, bandwidth_bytes_per_s=1e9, latency_s=1e-4, link="shared")
+    assert len(rfs_rows.every_order(shared, "pi0")) == 6
+    net, x, g = chain(size=16)
+    p = dpfp.problem(g, mesh)
+    ops = [n for u in p.units for n in u]
+    twin = best_rows(g, mesh, ops, p.inputs[0], p.master, solver="highs")
+    assert twin.status == "optimal"
+    assert twin.objective == pytest.approx(best_rows(g, mesh, ops, p.inputs[0], p.master).objective, rel=1e-6)
+
+
 def test_row_solver_errors():
     from partopt.errors import SolverError
     net, x, g = chain(size=16)
