@@ -158,28 +158,20 @@ def span_of(g, cl, ops, x, master, segs):
     return stage_span(g, cl, route_stage(g, st, {x: gathered(g, x, master)}), master)
 
 
-def brute_rows(g, cl, ops, x, master, orders=None):
+def brute_rows(g, cl, ops, x, master, orders=None, tab=None):
     """Every integer split of the block's output rows into contiguous segments, in every order
-    of the devices (or in the given ``orders``), priced by ``stage_span``."""
+    of the devices (or in the given ``orders``), priced by ``stage_span``, or with ``tab`` (the
+    block's tables) by ``table_span``: equal where ``tab.exact`` (tested below), and fast enough
+    for every order of four devices."""
     h = g.op[ops[-1]].out_chw[1]
+
+    def price(segs):
+        return rfs_rows.table_span(tab, cl, master, segs) if tab is not None else span_of(g, cl, ops, x, master, segs)
     best = float("inf")
     for order in orders or itertools.permutations(cl.names):
         for cuts in itertools.combinations_with_replacement(range(h + 1), len(cl) - 1):
             b = [0, *cuts, h]
-            best = min(best, span_of(g, cl, ops, x, master,
-                                     {d: (b[i], b[i + 1]) for i, d in enumerate(order) if b[i + 1] > b[i]}))
-    return best
-
-
-def brute_table(tab, cl, master, orders=None):
-    """:func:`brute_rows` priced by the block's tables (``table_span``, equal to ``stage_span``
-    where ``tab.exact``; tested below), fast enough for every order of four devices."""
-    best = float("inf")
-    for order in orders or itertools.permutations(cl.names):
-        for cuts in itertools.combinations_with_replacement(range(tab.h + 1), len(cl) - 1):
-            b = [0, *cuts, tab.h]
-            best = min(best, rfs_rows.table_span(tab, cl, master,
-                                                 {d: (b[i], b[i + 1]) for i, d in enumerate(order) if b[i + 1] > b[i]}))
+            best = min(best, price({d: (b[i], b[i + 1]) for i, d in enumerate(order) if b[i + 1] > b[i]}))
     return best
 
 
@@ -408,7 +400,7 @@ def test_shared_row_dp_is_optimal_over_every_order_on_random_blocks(seed):
         master = cl.names[0]
         r = rfs_rows.dp_rows(g, cl, ops, g.input_name, master)
         tab = rfs_rows.block_tables(g, ops, g.input_name)
-        best = brute_rows(g, cl, ops, g.input_name, master) if n <= 3 or not tab.exact else brute_table(tab, cl, master)
+        best = brute_rows(g, cl, ops, g.input_name, master, tab=tab if n == 4 and tab.exact else None)
         assert r.status == "optimal"
         assert span_of(g, cl, ops, g.input_name, master, r.segments) == pytest.approx(best, rel=1e-9, abs=1e-15)
         assert best * (1 - 3e-9) <= r.bound <= best * (1 + 1e-12)
@@ -443,7 +435,7 @@ def test_every_order_dp_with_one_row_edge_zones_is_a_relaxation():
         cl = homogeneous(4, flops_per_s=rng.choice([1e5, 1e6]), bandwidth_bytes_per_s=rng.choice([1e4, 1e5]),
                          latency_s=rng.choice([0.0, 1e-3]), link="shared")
         tab = rfs_rows.block_tables(g, ops, g.input_name)
-        best = brute_table(tab, cl, "pi0")
+        best = brute_rows(g, cl, ops, g.input_name, "pi0", tab=tab)
         quick = rfs_rows._EveryOrder(tab, cl, "pi0", zones=(1, 1))
         assert quick.test(best * (1 + 1e-12)) is not None
         full = rfs_rows._EveryOrder(tab, cl, "pi0")
