@@ -927,28 +927,28 @@ class _EveryOrder:
             et, eb = h, 0
         self.et, self.eb, self.mid = et, eb, h - et - eb
         self.terms = {}                                     # device -> (s, s + c) over [a, b]
+        self.whole = {}                                     # device -> seconds with every row
         for d in (self.workers[:1] if self.identical else self.workers):
-            s, c, _ = _time_tables(tab, cluster, master, d)
+            s, c, g = _time_tables(tab, cluster, master, d)
             self.terms[d] = (s, s + c)
+            self.whole[d] = float(s[0, h] + c[0, h] + g[0, h])
         self.comp_m = _time_tables(tab, cluster, master, master)[1]
-        self.whole = {d: float(self.terms[d][1][0, h]) + self.lat + self.beta * h for d in self.terms}
-        self.whole[master] = float(self.comp_m[0, h])      # one device with every row
+        self.whole[master] = float(self.comp_m[0, h])
         self._moves: dict = {}
-        # the least scatter seconds per row a worker can be sent (for pruning states that cannot
-        # finish): input rows per output row at their fewest, at the fastest link from the source
+        # the least scatter seconds per row beyond the latency a worker can be sent (for pruning
+        # states that cannot finish)
         a, b = np.arange(h + 1)[:, None], np.arange(h + 1)[None, :]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(b > a, (np.asarray(tab.xg)[b] - np.asarray(tab.xf)[a]) / (b - a), np.inf)
-        self.scatter_per_row = max(0.0, float(ratio.min())) * tab.in_row_bytes / max(
-            cluster.bw(master, d) for d in self.workers)
+        with np.errstate(invalid="ignore"):
+            self.scatter_per_row = max(0.0, min(float(np.min(np.where(b > a, (s - self.lat) / np.maximum(b - a, 1), np.inf)))
+                                                for s, _ in self.terms.values()))
         r = np.arange(1, self.mid + 1)
         tables = [t for d in self.terms for t in self.terms[d]] + [self.comp_m]
         prices = [self._mid_prices(t, r) for t in tables]
         self.exact = all(np.array_equal(np.nanmax(x, axis=0), np.nanmin(x, axis=0)) for x in prices if x.size)
 
     def _mid_prices(self, table, r):
-        """table[a, a + r] for every start a of the middle (rows [start, r) of the result),
-        nan where the segment leaves the middle."""
+        """``table[a, a + r]`` as an array [start a in the middle, length r], nan where the
+        segment would leave the middle."""
         a = np.arange(self.et, self.h - self.eb)[:, None]
         b = a + r[None, :]
         return np.where(b <= self.h - self.eb, table[a, np.minimum(b, self.h)], np.nan)
@@ -962,8 +962,8 @@ class _EveryOrder:
 
     def moves(self, d: str, worst: bool):
         """Device d's segments as DP moves, grouped by the zone rows they take:
-        [(top bits, bottom bits, S, SC, where, shift)], S and SC (scatter, scatter + compute, s)
-        as [R_mid before, R_mid after] matrices (inf where none), ``where[m]`` the segment (a, b)
+        [(top bits, bottom bits, S, SC, where, shift)], S and SC (scatter and scatter + compute
+        seconds) as [R_mid before, R_mid after] matrices (inf where none), ``where[m]`` the segment (a, b)
         that takes m middle rows, or None for a middle segment (placed by its length);
         ``shift`` = (m, S, SC) where the group has one segment only."""
         key = (d, worst)
