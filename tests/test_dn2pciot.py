@@ -281,3 +281,63 @@ def test_cover_cuts_keep_the_optimum_where_memory_splits_a_layer(solver, objecti
             assert got == pytest.approx(key[0], rel=tol, abs=1e-9)
         checked += 1
     assert checked >= 2
+
+
+def _received(ng, held: set) -> int:
+    """Bytes a device other than the source receives when it holds the vertices ``held``: every
+    class one of them reads that none of them makes (the model input always)."""
+    need = {int(k) for k, v in zip(ng.cons_k, ng.cons_v) if int(v) in held}
+    return int(sum(ng.cls_bytes[k] for k in need if int(ng.cls_prod[k]) not in held))
+
+
+@pytest.mark.parametrize("grouping", ["coarse", "fine"])
+def test_inflow_floor_is_the_least_any_holding_set_receives(grouping):
+    """inflow_floor (a minimum cut) equals, per vertex, the least bytes over every set of
+    vertices that contains it, by enumeration (2^V sets)."""
+    import itertools
+    _, _, g = tiny(4 if grouping == "fine" else 6)
+    ng = dn.neuron_graph(g, grouping)
+    V = len(ng.vertices)
+    assert V <= 17
+    floor = dn.inflow_floor(ng)
+    least = [None] * V
+    for r in range(1, V + 1):
+        for S in itertools.combinations(range(V), r):
+            got = _received(ng, set(S))
+            for v in S:
+                least[v] = got if least[v] is None else min(least[v], got)
+    assert floor.tolist() == least
+    assert floor.min() > 0            # every device but the source receives something
+
+
+def test_inflow_floor_on_lenet5_fc1_is_its_whole_input(zoo):
+    """On LeNet-5 a device holding a neuron of fc1 receives at least the 400 floats of its
+    input: making some of them itself would mean receiving conv2's or the model's input,
+    which are larger."""
+    _, _, g = zoo("lenet5")
+    for grouping in ("coarse", "fine"):
+        ng = dn.neuron_graph(g, grouping)
+        ev = dn.Evaluator(ng, preset("dn2pciot-4"))
+        fc1 = np.flatnonzero(ev.stage_of == 4)
+        assert set(dn.inflow_floor(ng)[fc1].tolist()) == {1600.0}
+
+
+def test_cpsat_gets_its_full_portfolio_by_default(monkeypatch):
+    """DN2PCIoT's exact model hands CP-SAT CPSAT_PORTFOLIO_WORKERS workers (or one per core, if
+    more) unless the caller gives threads; a caller's threads are passed as given."""
+    import partopt.maxplus as mp
+    from partopt.solvers import CPSAT_PORTFOLIO_WORKERS
+    seen = []
+    real = mp.solve_cpsat
+
+    def spy(model, **kw):
+        seen.append(kw.get("workers"))
+        return real(model, **kw)
+
+    monkeypatch.setattr(mp, "solve_cpsat", spy)
+    _, _, g = tiny()
+    cl = iot(2, 10 ** 6)
+    dn.exact(g, cl, solver="cpsat", time_limit=10)
+    dn.exact(g, cl, solver="cpsat", time_limit=10, threads=1)
+    import os
+    assert seen == [max(CPSAT_PORTFOLIO_WORKERS, os.cpu_count() or 1), 1]

@@ -40,8 +40,11 @@ each class k of a producer's neurons (neurons read by the same set of vertices),
 x[producer, d]; channel-filter indicators h[c, d] >= x[v, d]; message indicators per stage and
 link; on a mesh, sender-receiver products; memory rows per device and stage as ``evaluate``;
 objective the bottleneck (``rate``) or the bytes (``comm``); symmetry breaking (compute load
-non-increasing) over identical non-source devices. CBC or HiGHS (PuLP) or CP-SAT; at a time
-limit, the best plan with the proven bound. See formulations/dn2pciot.tex.
+non-increasing) over identical non-source devices; valid cuts that survive the LP relaxation
+(cover, product and inflow cuts: a device other than the source that holds a vertex receives at
+least :func:`inflow_floor` bytes, a minimum cut). CBC or HiGHS (PuLP) or CP-SAT (8 workers by
+default, :data:`partopt.solvers.CPSAT_PORTFOLIO_WORKERS`); at a time limit, the best plan with
+the proven bound. See formulations/dn2pciot.tex.
 
 Example:
     >>> from partopt.zoo import load_model, example_input
@@ -57,6 +60,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -70,7 +74,7 @@ from ..geometry import Box, ranges_from_counts, split_proportional
 from ..graph import LayerGraph
 from ..maxplus import Lin, builder
 from ..plan import FLOAT_BYTES, Plan, Stage, Task, build_plan, cone, evaluate
-from ..solvers import Solution
+from ..solvers import CPSAT_PORTFOLIO_WORKERS, Solution
 from .baselines import layer_stages
 
 OBJECTIVES = ("rate", "comm")
@@ -660,6 +664,93 @@ def _cover_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, z: dict, q: dict, 
         b.at_most(e, 0)
 
 
+def inflow_floor(ng: NeuronGraph) -> np.ndarray:
+    """Per vertex v: the fewest bytes a device other than the source must receive per
+    inference if it holds v (formulations/dn2pciot.tex, "inflow cuts"). The device holds some
+    set S of vertices with v in it and receives every class a vertex of S reads that S does not
+    make (the model input always). Memory aside, the least such bytes over every S is a minimum
+    cut (OR-Tools' max flow): a class node joins the source side when a reader does (an arc
+    reader -> class that no cut can take), and pays its bytes when its producer does not (arc
+    class -> producer, or -> sink for the model input)."""
+    from ortools.graph.python import max_flow
+
+    V, K = len(ng.vertices), len(ng.cls_prod)
+    big = int(ng.cls_bytes.sum()) + 1          # more than any cut: "infinite"
+    src, sink = V + K, V + K + 1               # nodes: vertices 0..V-1, classes V..V+K-1
+    mf = max_flow.SimpleMaxFlow()
+    for k in range(K):
+        u = int(ng.cls_prod[k])
+        mf.add_arc_with_capacity(V + k, u if u >= 0 else sink, int(ng.cls_bytes[k]))
+    for k, v in zip(ng.cons_k, ng.cons_v):
+        mf.add_arc_with_capacity(int(v), V + int(k), big)
+    entry = [mf.add_arc_with_capacity(src, v, 0) for v in range(V)]
+    floor = np.zeros(V)
+    for v in range(V):
+        mf.set_arc_capacity(entry[v], big)
+        if mf.solve(src, sink) != mf.OPTIMAL:
+            raise SolverError("OR-Tools max flow failed on the inflow floor's cut")
+        floor[v] = mf.optimal_flow()
+        mf.set_arc_capacity(entry[v], 0)
+    return floor
+
+
+def _inflow_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, z: dict, src: int) -> None:
+    """Valid inequalities on what a device receives (formulations/dn2pciot.tex, "inflow
+    cuts"). Per stage s and device d, a binary ``w[d]`` >= x[v, d] for the stage's vertices:
+    (i) a device other than the source that holds a vertex of s receives at least the least
+    :func:`inflow_floor` over s: sum_k bytes_k z[k, d] >= floor_s w[d]; (ii) where the stage's
+    vertices carry their own weights (FC rows), a device holds no more of them than the
+    smallest ones that fit beside :func:`stage_reserve`: sum_v x[v, d] <= count w[d]; and the
+    stage's parameters need the covering devices: sum_d w[d] >= :func:`layer_cover`."""
+    n, V = ev.n, len(ng.vertices)
+    floor = inflow_floor(ng)
+    private: dict[int, int] = {}
+    shared = set()
+    count_k: dict[int, int] = {}
+    for kk in ng.hold_k:
+        count_k[int(kk)] = count_k.get(int(kk), 0) + 1
+    for kk, v in zip(ng.hold_k, ng.hold_v):
+        if count_k[int(kk)] == 1:
+            private[int(v)] = private.get(int(v), 0) + int(ng.key_bytes[int(kk)])
+        else:
+            shared.add(int(v))
+    for s in range(ng.n_stages):
+        verts = [v for v in range(V) if ev.stage_of[v] == s]
+        w = {d: b.boolean(f"wi_{s}_{d}") for d in range(n)}
+        for d in range(n):
+            for v in verts:
+                b.at_most(Lin.var(x[(v, d)]) + Lin.var(w[d], -1.0), 0)
+        fs = float(min(floor[v] for v in verts))
+        if fs > 0:
+            for d in range(n):
+                if d == src:
+                    continue
+                e = Lin.var(w[d], fs)
+                for (k, dd), zv in z.items():
+                    if dd == d:
+                        e = e + Lin.var(zv, -float(ng.cls_bytes[k]))
+                b.at_most(e, 0)
+        reserve = stage_reserve(ng, ev, s)
+        if all(v in private and v not in shared for v in verts):
+            sizes = sorted(private[v] for v in verts)
+            for d in range(n):
+                room, cnt = int(ev.cap[d]) - reserve, 0
+                while cnt < len(sizes) and room >= sizes[cnt]:
+                    room -= sizes[cnt]
+                    cnt += 1
+                if cnt < len(verts):
+                    e = Lin.var(w[d], -float(cnt))
+                    for v in verts:
+                        e = e + Lin.var(x[(v, d)])
+                    b.at_most(e, 0)
+        cov = layer_cover(ng, ev, s)
+        if 1 < cov <= n:
+            e = Lin()
+            for d in range(n):
+                e = e + Lin.var(w[d], -1.0)
+            b.at_most(e, -float(cov))
+
+
 def _product_cuts(b, ng: NeuronGraph, ev: "Evaluator", m: dict, q: dict, readers: list[list[int]]) -> None:
     """Valid inequalities on the messages between two stages (formulations/dn2pciot.tex,
     "product cuts"). Where every vertex of stage t reads every class of stage s, each device
@@ -751,6 +842,7 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
             q[(k, e_, d)] = qv
     if cover:
         _cover_cuts(b, ng, ev, x, z, q, readers, src)
+        _inflow_cuts(b, ng, ev, x, z, src)
     last = [int(v) for v in ev.last]
     # messages per (phase, sender, receiver)
     m = {}
@@ -902,9 +994,13 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
           solver: str = "highs", time_limit: Optional[float] = 60.0, threads: Optional[int] = None,
           grouping="coarse", objective: str = "rate", symmetry: bool = True, cover: bool = True) -> Solution:
     """The optimal assignment (module doc) on ``solver``; ``feasible`` with the proven bound at
-    the time limit; ``infeasible`` when no assignment fits memory. ``cover``: the cover and
-    product cuts (:func:`build_model`)."""
+    the time limit; ``infeasible`` when no assignment fits memory. ``cover``: the cover, product
+    and inflow cuts (:func:`build_model`). ``threads``: the solver's threads; CP-SAT's default is
+    :data:`~partopt.solvers.CPSAT_PORTFOLIO_WORKERS` workers (its full portfolio) or one per core
+    if more."""
     _check(objective, cluster, source)
+    if solver == "cpsat" and threads is None:
+        threads = max(CPSAT_PORTFOLIO_WORKERS, os.cpu_count() or 1)
     t0 = time.perf_counter()
     ng = neuron_graph(graph, grouping)
     ev = Evaluator(ng, cluster)
