@@ -16,7 +16,7 @@ KNOWN = {"subsection", "paragraph", "begin", "end", "min", "sum", "in", "le", "l
          "setminus", "subseteq", "emptyset", "hline", "textbf", "textit", "mathbb", "bar", "hat", "tilde", "prime",
          "Leftrightarrow", "Rightarrow", "big", "Big", "ell", "ne", "star", "beta", "epsilon", "zeta", "eta", "theta",
          "iota", "kappa", "mu", "nu", "xi", "pi", "rho", "upsilon", "phi", "chi", "psi", "omega", "Sigma", "Delta",
-         "Gamma", "Lambda", "Omega", "Pi", "Phi", "Psi", "Theta", "Xi", "textbackslash"}  # standard LaTeX only
+         "Gamma", "Lambda", "Omega", "Pi", "Phi", "Psi", "Theta", "Xi", "textbackslash", "notin", "ni", "to"}  # standard LaTeX only
 
 
 def test_there_are_formulations():
