@@ -44,7 +44,7 @@ CPSAT_UNITS_PER_S = 1e12
 GAP_REL = 1e-9
 GAP_ABS_S = 1e-12
 #: CP-SAT workers for DN2PCIoT's exact model when the caller gives none, whatever the cores:
-#: with one worker per core on 2 cores CP-SAT runs two subsolvers and left 21-76 % gaps after
+#: with one worker per core on 2 cores CP-SAT runs two subsolvers and left 25-76 % gaps after
 #: 60 s on four setups; with 8 its portfolio includes ``max_lp_sym`` (full linear relaxation with
 #: symmetry), which proved three of them optimal (benchmarks/results/dn2pciot.txt). OR-Tools'
 #: maintainers advise several workers for diverse strategies (google/or-tools discussion 4139).

@@ -664,6 +664,15 @@ def _cover_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, z: dict, q: dict, 
         b.at_most(e, 0)
 
 
+def _key_holders(ng: NeuronGraph) -> dict[int, list[int]]:
+    """Per parameter key, the vertices that need it (a conv channel's filter: its tiles; an FC
+    vertex's rows: itself alone)."""
+    holders: dict[int, list[int]] = {}
+    for kk, v in zip(ng.hold_k, ng.hold_v):
+        holders.setdefault(int(kk), []).append(int(v))
+    return holders
+
+
 def inflow_floor(ng: NeuronGraph) -> np.ndarray:
     """Per vertex v: the fewest bytes a device other than the source must receive per
     inference if it holds v (formulations/dn2pciot.tex, "inflow cuts"). The device holds some
@@ -704,16 +713,13 @@ def _inflow_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, z: dict, src: int
     stage's parameters need the covering devices: sum_d w[d] >= :func:`layer_cover`."""
     n, V = ev.n, len(ng.vertices)
     floor = inflow_floor(ng)
-    private: dict[int, int] = {}
-    shared = set()
-    count_k: dict[int, int] = {}
-    for kk in ng.hold_k:
-        count_k[int(kk)] = count_k.get(int(kk), 0) + 1
-    for kk, v in zip(ng.hold_k, ng.hold_v):
-        if count_k[int(kk)] == 1:
-            private[int(v)] = private.get(int(v), 0) + int(ng.key_bytes[int(kk)])
+    private: dict[int, int] = {}        # vertex -> bytes of the keys it alone holds
+    shared = set()                      # vertices holding a key another vertex holds too
+    for kk, vs in _key_holders(ng).items():
+        if len(vs) == 1:
+            private[vs[0]] = private.get(vs[0], 0) + int(ng.key_bytes[kk])
         else:
-            shared.add(int(v))
+            shared.update(vs)
     for s in range(ng.n_stages):
         verts = [v for v in range(V) if ev.stage_of[v] == s]
         w = {d: b.boolean(f"wi_{s}_{d}") for d in range(n)}
@@ -921,9 +927,7 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
         b.at_most(comm + Lin.var(C, -1.0), 0)
         b.minimize(C)
     # memory, as evaluate: weights held + (live + received + outputs + working set) per stage
-    keyholders: dict[int, list[int]] = {}
-    for kk, v in zip(ng.hold_k, ng.hold_v):
-        keyholders.setdefault(int(kk), []).append(int(v))
+    keyholders = _key_holders(ng)
     for d in range(n):
         wsum = Lin()
         for kk, vs in keyholders.items():
