@@ -720,6 +720,9 @@ def _inflow_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, z: dict, src: int
             private[vs[0]] = private.get(vs[0], 0) + int(ng.key_bytes[kk])
         else:
             shared.update(vs)
+    received = {d: Lin() for d in range(n)}      # bytes device d receives: sum_k bytes_k z[k, d]
+    for (k, d), zv in z.items():
+        received[d] = received[d] + Lin.var(zv, float(ng.cls_bytes[k]))
     for s in range(ng.n_stages):
         verts = [v for v in range(V) if ev.stage_of[v] == s]
         w = {d: b.boolean(f"wi_{s}_{d}") for d in range(n)}
@@ -729,13 +732,8 @@ def _inflow_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, z: dict, src: int
         fs = float(min(floor[v] for v in verts))
         if fs > 0:
             for d in range(n):
-                if d == src:
-                    continue
-                e = Lin.var(w[d], fs)
-                for (k, dd), zv in z.items():
-                    if dd == d:
-                        e = e + Lin.var(zv, -float(ng.cls_bytes[k]))
-                b.at_most(e, 0)
+                if d != src:
+                    b.at_most(Lin.var(w[d], fs) + received[d].scaled(-1.0), 0)
         reserve = stage_reserve(ng, ev, s)
         if all(v in private and v not in shared for v in verts):
             sizes = sorted(private[v] for v in verts)
