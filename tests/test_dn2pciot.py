@@ -341,3 +341,31 @@ def test_cpsat_gets_its_full_portfolio_by_default(monkeypatch):
     dn.exact(g, cl, solver="cpsat", time_limit=10, threads=1)
     import os
     assert seen == [max(CPSAT_PORTFOLIO_WORKERS, os.cpu_count() or 1), 1]
+
+
+@pytest.mark.parametrize("setup", ["dn2pciot-3", "dn2pciot-4"])
+def test_symmetry_order_meets_the_symmetry_rows_at_equal_cost(zoo, setup):
+    """The heuristic's start, relabelled by symmetry_order, has non-increasing loads over each
+    pair of consecutive interchangeable devices (the model's symmetry rows) and the same costs;
+    devices that are not interchangeable keep their labels."""
+    _, _, g = zoo("lenet5")
+    cl = preset(setup)
+    ng = dn.neuron_graph(g, "coarse")
+    ev = dn.Evaluator(ng, cl)
+    rng = np.random.default_rng(3)
+    swaps = 0
+    for _ in range(20):
+        x = rng.integers(0, ev.n, len(ng.vertices))
+        y = dn.symmetry_order(cl, ev, x)
+        load = np.bincount(y, weights=ev.flops, minlength=ev.n)
+        for d in range(1, ev.n - 1):
+            if dn.interchangeable(cl, cl.names[d], cl.names[d + 1]):
+                assert load[d] >= load[d + 1]
+        assert ev.costs(y).key("rate") == pytest.approx(ev.costs(x).key("rate"), rel=1e-12)
+        assert (np.sort(ev.costs(y).peak) == np.sort(ev.costs(x).peak)).all()
+        assert ((x == 0) == (y == 0)).all()
+        if setup == "dn2pciot-3":     # iot1 (200 MFLOP/s) is interchangeable with neither iot2 nor iot3
+            assert ((x == 1) == (y == 1)).all()
+        swaps += int((x != y).any())
+    assert swaps > 0
+

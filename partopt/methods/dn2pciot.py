@@ -616,12 +616,26 @@ def layer_cover(ng: NeuronGraph, ev: "Evaluator", s: int) -> int:
     return len(ev.cap) + 1          # no assignment fits: the memory rows say so
 
 
-def _cover_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, z: dict, q: dict, readers: list[list[int]],
-                src: int) -> None:
+def _holding(b, ng: NeuronGraph, ev: "Evaluator", x: dict) -> dict:
+    """Per (stage s, device d), a binary ``w_{s}_{d}`` >= x[v, d] for every vertex v of s: d holds
+    some vertex of s (at least; the cuts below only need the lower side). The cover and inflow
+    cuts share them."""
+    held = {}
+    for s in range(ng.n_stages):
+        verts = np.flatnonzero(ev.stage_of == s)
+        for d in range(ev.n):
+            w = held[(s, d)] = b.boolean(f"w_{s}_{d}")
+            for v in verts:
+                b.at_most(Lin.var(x[(int(v), d)]) + Lin.var(w, -1.0), 0)
+    return held
+
+
+def _cover_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, held: dict, z: dict, q: dict,
+                readers: list[list[int]], src: int) -> None:
     """Valid inequalities that survive the LP relaxation (formulations/dn2pciot.tex, "cover
     cuts"). For a stage whose parameters fit on no fewer than k devices and whose every vertex
-    reads every class the stage reads (FC layers; convs on the coarse grouping): a binary
-    ``w[d]`` >= x[v, d] for the stage's vertices with sum_d cap_d w[d] >= the stage's parameter
+    reads every class the stage reads (FC layers; convs on the coarse grouping): with ``w[d]``
+    = ``held[(s, d)]`` (:func:`_holding`), sum_d cap_d w[d] >= the stage's parameter
     bytes, and z[k, d] >= w[d] - x[u, d] for each class k it reads (u: k's producer), so that
     sum_d z[k, d] >= sum_d w[d] - 1 even at a fractional point; and every receiver of a class
     has a sender: sum_e q[k, e, d] >= z[k, d]."""
@@ -635,10 +649,7 @@ def _cover_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, z: dict, q: dict, 
             continue
         keys = {int(kk) for kk, v in zip(ng.hold_k, ng.hold_v) if ev.stage_of[int(v)] == s}
         need = float(sum(ng.key_bytes[kk] for kk in keys))
-        w = {d: b.boolean(f"w_{s}_{d}") for d in range(n)}
-        for d in range(n):
-            for v in verts:
-                b.at_most(Lin.var(x[(v, d)]) + Lin.var(w[d], -1.0), 0)
+        w = {d: held[(s, d)] for d in range(n)}
         cov = Lin()
         reserve = stage_reserve(ng, ev, s)
         for d in range(n):
@@ -703,9 +714,9 @@ def inflow_floor(ng: NeuronGraph) -> np.ndarray:
     return floor
 
 
-def _inflow_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, z: dict, src: int) -> None:
+def _inflow_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, held: dict, z: dict, src: int) -> None:
     """Valid inequalities on what a device receives (formulations/dn2pciot.tex, "inflow
-    cuts"). Per stage s and device d, a binary ``w[d]`` >= x[v, d] for the stage's vertices:
+    cuts"). Per stage s and device d, with ``w[d]`` = ``held[(s, d)]`` (:func:`_holding`):
     (i) a device other than the source that holds a vertex of s receives at least the least
     :func:`inflow_floor` over s: sum_k bytes_k z[k, d] >= floor_s w[d]; (ii) where the stage's
     vertices carry their own weights (FC rows), a device holds no more of them than the
@@ -725,10 +736,7 @@ def _inflow_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, z: dict, src: int
         received[d] = received[d] + Lin.var(zv, float(ng.cls_bytes[k]))
     for s in range(ng.n_stages):
         verts = [v for v in range(V) if ev.stage_of[v] == s]
-        w = {d: b.boolean(f"wi_{s}_{d}") for d in range(n)}
-        for d in range(n):
-            for v in verts:
-                b.at_most(Lin.var(x[(v, d)]) + Lin.var(w[d], -1.0), 0)
+        w = {d: held[(s, d)] for d in range(n)}
         fs = float(min(floor[v] for v in verts))
         if fs > 0:
             for d in range(n):
@@ -845,8 +853,9 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
             b.at_most(Lin.var(zv) + Lin.var(x[(u, e_)]) + Lin.var(qv, -1.0), 1)
             q[(k, e_, d)] = qv
     if cover:
-        _cover_cuts(b, ng, ev, x, z, q, readers, src)
-        _inflow_cuts(b, ng, ev, x, z, src)
+        held = _holding(b, ng, ev, x)
+        _cover_cuts(b, ng, ev, x, held, z, q, readers, src)
+        _inflow_cuts(b, ng, ev, x, held, z, src)
     last = [int(v) for v in ev.last]
     # messages per (phase, sender, receiver)
     m = {}
@@ -985,6 +994,28 @@ def interchangeable(cluster: Cluster, a: str, c: str) -> bool:
     return same_device and same_links and cluster.bw(a, c) == cluster.bw(c, a)
 
 
+def symmetry_order(cluster: Cluster, ev: "Evaluator", x: np.ndarray) -> np.ndarray:
+    """``x`` (vertex -> device index) with its devices relabelled so that it meets the exact
+    model's symmetry rows: within each run of consecutive interchangeable non-source devices
+    (:func:`interchangeable`), compute loads (FLOPs) non-increasing. Only interchangeable
+    devices trade labels, so every cost :class:`Evaluator` gives is unchanged. A solver's hint
+    that broke those rows would be repaired or dropped; this one is kept as given."""
+    x = np.asarray(x, dtype=np.int64)
+    names = cluster.names
+    load = np.bincount(x, weights=ev.flops, minlength=ev.n)
+    new = np.arange(ev.n)
+    d = 1
+    while d < ev.n:
+        end = d
+        while end + 1 < ev.n and interchangeable(cluster, names[end], names[end + 1]):
+            end += 1
+        run = list(range(d, end + 1))
+        for pos, old in zip(run, sorted(run, key=lambda a: -load[a])):
+            new[old] = pos
+        d = end + 1
+    return new[x]
+
+
 def model(graph: LayerGraph, cluster: Cluster, *, solver: str = "highs", grouping="coarse", objective: str = "rate"):
     """The exact model itself (a PuLP ``LpProblem`` or a CP-SAT ``CpModel``), for export
     (:func:`partopt.solvers.export_model`)."""
@@ -1010,7 +1041,9 @@ def exact(graph: LayerGraph, cluster: Cluster, *, model: str = "model", source: 
     h = heuristic(graph, cluster, model=model, grouping=grouping, objective=objective)
     hx = np.asarray(h.plan.meta["assignment"], dtype=np.int64)
     b, x = build_model(ng, cluster, solver, objective, symmetry, cover)
-    if h.feasible:   # CP-SAT starts from it (a hint that breaks symmetry order is repaired)
+    if h.feasible:   # the solvers start from it, relabelled to meet the symmetry rows
+        if symmetry:
+            hx = symmetry_order(cluster, ev, hx)
         for v in range(len(ng.vertices)):
             for d in range(n):
                 b.hint(x[(v, d)], int(hx[v] == d))
