@@ -763,10 +763,12 @@ def _inflow_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, held: dict, z: di
             b.at_most(e, -float(cov))
 
 
-def _product_cuts(b, ng: NeuronGraph, ev: "Evaluator", m: dict, q: dict, readers: list[list[int]]) -> None:
+def _product_cuts(b, ng: NeuronGraph, ev: "Evaluator", m: dict, q: dict, readers: list[list[int]],
+                  held: dict) -> None:
     """Valid inequalities on the messages between two stages (formulations/dn2pciot.tex,
     "product cuts"). Where every vertex of stage t reads every class of stage s, each device
-    holding a vertex of s sends to each other device holding a vertex of t, so with a and b such
+    holding a vertex of s sends to each other device holding a vertex of t: pairwise,
+    m[t, d, e] >= w[s, d] + w[t, e] - 1 (``held``, :func:`_holding`); and with a and b such
     devices the phase carries at least ``a * b - min(a, b)`` messages, and each of the b
     receivers lacks every class but those it makes: at least ``(b - 1)`` times the classes'
     bytes. a and b are at least the stages' covers (:func:`layer_cover`), and both counts grow
@@ -784,10 +786,16 @@ def _product_cuts(b, ng: NeuronGraph, ev: "Evaluator", m: dict, q: dict, readers
         verts_t = {v for v in range(V) if ev.stage_of[v] == t}
         if not verts_t or any(not verts_t <= set(readers[k]) for k in ks):
             continue
+        if {int(ng.cls_prod[k]) for k in ks} != {v for v in range(V) if ev.stage_of[v] == s}:
+            continue        # a vertex of s whose outputs no one reads (a pool's dropped edge) sends nothing
         a, bb = layer_cover(ng, ev, s), layer_cover(ng, ev, t)
         if a > ev.n or bb > ev.n:
             continue        # no assignment fits: the memory rows say so
         count = a * bb - min(a, bb)
+        for d in range(ev.n):         # the pairwise form: d holds a vertex of s, e_ one of t
+            for e_ in range(ev.n):
+                if d != e_ and (t, d, e_) in m:
+                    b.at_most(Lin.var(held[(s, d)]) + Lin.var(held[(t, e_)]) + Lin.var(m[(t, d, e_)], -1.0), 1)
         if count > 0:
             e = Lin()
             for (ph, _, _), mv in m.items():
@@ -872,7 +880,7 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
             b.at_most(Lin.var(x[(v, e_)]) + Lin.var(m[(S, e_, src)], -1.0), 0)
 
     if cover:
-        _product_cuts(b, ng, ev, m, q, readers)
+        _product_cuts(b, ng, ev, m, q, readers, held)
         # a device that lacks a class it needs receives it in one message at least
         for (k, d), zv in z.items():
             if int(ng.cls_prod[k]) >= 0:
