@@ -255,9 +255,10 @@ def dn2pciot() -> str:
                 opt = [r for r in ex if r["status"] == "optimal"]
                 cell = f"{rate(best)}, optimal ({', '.join(r['method'][6:] for r in opt)})"
             else:
-                bounds = [1 / float(r["bound_s"]) for r in ex if r["bound_s"] and float(r["bound_s"]) > 0]
+                bounded = [r for r in ex if r["bound_s"] and float(r["bound_s"]) > 0]    # a bound above zero
+                bounds = [1 / float(r["bound_s"]) for r in bounded]
                 cell = f"{rate(best)} ({best['method'][6:]}), " + (f"bound {min(bounds):.1f}" if bounds else "no bound")
-                cell += "; " + ", ".join(f"{r['method'][6:]} gap {100 * float(r['gap']):.1f} %" if r["bound_s"] and float(r["bound_s"]) > 0
+                cell += "; " + ", ".join(f"{r['method'][6:]} gap {100 * float(r['gap']):.1f} %" if r in bounded
                                          else f"{r['method'][6:]} no bound" for r in ex if r["gap"])
             out.append([grouping, setup] + [rate(rs[m]) for m in ("dn2pciot", "metis", "per-layer", "greedy")] + [cell])
     return _table(["grouping", "setup", "DN2PCIoT", "METIS", "per-layer", "greedy", "exact (best of its solvers)"], out)
