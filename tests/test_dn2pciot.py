@@ -86,6 +86,37 @@ def test_batched_scores_equal_costs_row_by_row(zoo, rated, grouping, link):
         assert ev.scores(X, objective) == [(int(c.over.sum()),) + c.key(objective) for c in map(ev.costs, X)]
 
 
+@pytest.mark.parametrize("grouping", ["coarse", "fine"])
+@pytest.mark.parametrize("link", ["shared", "mesh"])
+def test_move_scores_equal_scores_of_the_moved_assignments(zoo, rated, grouping, link):
+    """The local search prices a step's moves from the current assignment and what each move
+    changes (Evaluator.move_scores); every move's tuple equals scores() of the moved assignment
+    to the last bit: every vertex to every other device, from assignments that spread the graph
+    over all devices, pack it on one, or leave a device's largest working set to one vertex."""
+    _, _, g = zoo("lenet5")
+    ng = dn.neuron_graph(g, grouping)
+    cl = rated(iot(4, 64 * KiB, link, hetero=True))
+    ev = dn.Evaluator(ng, cl)
+    V, rng = len(ng.vertices), np.random.default_rng(3)
+    starts = [rng.integers(0, 4, V) for _ in range(3)] + [np.zeros(V, dtype=np.int64), np.full(V, 2)]
+    starts.append(np.where(np.arange(V) % 7 == 0, 1, 3))
+    lone = np.zeros(V, dtype=np.int64)
+    lone[int(np.argmax(ev.work))] = 1     # device 1's one vertex: its working set leaves with it
+    starts.append(lone)
+    for y in starts:
+        vs = np.repeat(np.arange(V), 3)
+        ds = np.array([d for v in range(V) for d in range(4) if d != y[v]])
+        trial = np.repeat(y[None, :], len(vs), axis=0)
+        trial[np.arange(len(vs)), vs] = ds
+        for want, got in zip(ev._batch(trial), ev.move_costs(y, vs, ds)):     # bottleneck, bytes, peaks
+            assert np.array_equal(want, got)
+        for objective in ("rate", "comm"):
+            assert ev.move_scores(y, vs, ds, objective) == ev.scores(trial, objective)
+    assert ev.move_scores(starts[0], [], [], "rate") == []
+    with pytest.raises(PartoptError):
+        ev.move_costs(starts[0], [0], [starts[0][0]])
+
+
 def test_symmetry_breaking_only_between_truly_interchangeable_devices():
     """Two identical devices are ordered by load only if every link, theirs to each other in
     both directions included, is the same: a one-way slow link between them makes them differ."""

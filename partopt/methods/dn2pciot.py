@@ -255,6 +255,25 @@ class Costs:
         return (self.bottleneck_s, self.comm_bytes) if objective == "rate" else (self.comm_bytes, self.bottleneck_s)
 
 
+def _csr(owner: np.ndarray, item: np.ndarray, n_owners: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct items of each owner, with how often each occurs: (ptr, items, counts), owner
+    o's entries at ptr[o]:ptr[o + 1]."""
+    pairs, counts = np.unique(np.stack([np.asarray(owner, dtype=np.int64), np.asarray(item, dtype=np.int64)]),
+                              axis=1, return_counts=True)
+    ptr = np.searchsorted(pairs[0], np.arange(n_owners + 1))
+    return ptr, pairs[1], counts
+
+
+def _gather(ptr: np.ndarray, items: np.ndarray, counts: np.ndarray, owners: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CSR entries (:func:`_csr`) of ``owners[i]`` for every i, flat: (i, item, count)."""
+    lo, hi = ptr[owners], ptr[owners + 1]
+    sizes = hi - lo
+    i = np.repeat(np.arange(len(owners)), sizes)
+    pos = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes) + np.repeat(lo, sizes)
+    return i, items[pos], counts[pos]
+
+
 class Evaluator:
     """Fast costs of assignments (vertex -> device index) of one graph on one cluster."""
 
@@ -274,6 +293,13 @@ class Evaluator:
         self.out = np.array([v.out_bytes for v in ng.vertices], dtype=np.int64)
         self.work = np.array([v.work_bytes for v in ng.vertices], dtype=np.int64)
         self.last = np.flatnonzero(self.stage_of == ng.n_stages - 1)
+        V = len(ng.vertices)
+        # per vertex (CSR: entries ptr[v]:ptr[v + 1]): the classes it reads and how often, the
+        # classes it makes, the parameter keys it holds and how often (move_scores)
+        self._reads_ptr, self._reads_k, self._reads_n = _csr(ng.cons_v, ng.cons_k, V)
+        made = np.flatnonzero(ng.cls_prod >= 0)
+        self._makes_ptr, self._makes_k, _ = _csr(ng.cls_prod[made], made, V)
+        self._holds_ptr, self._holds_k, self._holds_n = _csr(ng.hold_v, ng.hold_k, V)
 
     def compute_s(self, x: np.ndarray) -> np.ndarray:
         """Seconds each device computes under assignment ``x``: its vertices' seconds (each one
@@ -315,27 +341,137 @@ class Evaluator:
         # byte sums as float64 (bincount's weights): exact, as they stay far below 2**53
         bl = np.bincount(np.concatenate(cells), weights=np.concatenate(nbytes),
                          minlength=m * (S + 1) * n * n).reshape(m, S + 1, n, n)
-        link_s = (bl > 0).sum(axis=1) * self.cluster.latency_s + bl.sum(axis=1) * self.inv_bw
-        comp = self._compute_many(X)
-        wire = link_s.sum(axis=(1, 2)) if self.cluster.link == "shared" else link_s.max(axis=(1, 2))
-        busiest = np.maximum(comp.max(axis=1), wire)
-        # peak memory
         cell = (rows * S + self.stage_of[None, :]) * n + X
         outs = np.bincount(cell.ravel(), weights=np.broadcast_to(self.out, X.shape).ravel(),
                            minlength=m * S * n).reshape(m, S, n)
         work = np.zeros(m * S * n, dtype=np.int64)
         np.maximum.at(work, cell.ravel(), np.broadcast_to(self.work, X.shape).ravel())
         work = work.reshape(m, S, n)
-        live = np.zeros((m, S, n), dtype=np.int64)
-        live[:, 1:] = outs[:, :-1]
-        live[:, 0, self.src] += ng.input_bytes
-        act = live + bl[:, :S].sum(axis=2) + outs + work
-        peak = act.max(axis=1)
-        peak[:, self.src] = np.maximum(peak[:, self.src], outs[:, S - 1, self.src] + bl[:, S].sum(axis=1)[:, self.src])
         held = np.zeros((m, len(ng.key_bytes), n), dtype=bool)
         held[rows, ng.hold_k[None, :], X[:, ng.hold_v]] = True
-        peak = peak + np.einsum("k,mkn->mn", ng.key_bytes, held)
-        return busiest, bl.sum(axis=(1, 2, 3)), peak
+        keyb = np.einsum("k,mkn->mn", ng.key_bytes, held)
+        return self._tail(bl, self._compute_many(X), outs, work, keyb)
+
+    def _tail(self, bl: np.ndarray, comp: np.ndarray, outs: np.ndarray, work: np.ndarray,
+              keyb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The costs of m assignments from their parts: ``bl`` (m x (S + 1) x n x n) bytes per
+        phase (the stages, then the final gather), sender and receiver; ``comp`` (m x n) compute
+        seconds; ``outs`` and ``work`` (m x S x n) bytes of outputs and working set per stage and
+        device; ``keyb`` (m x n) parameter bytes held. Returns the bottleneck seconds, the bytes
+        sent and each device's peak memory (bytes), as :meth:`_batch`."""
+        S, src = self.ng.n_stages, self.src
+        link_s = (bl > 0).sum(axis=1) * self.cluster.latency_s + bl.sum(axis=1) * self.inv_bw
+        wire = link_s.sum(axis=(1, 2)) if self.cluster.link == "shared" else link_s.max(axis=(1, 2))
+        busiest = np.maximum(comp.max(axis=1), wire)
+        live = np.zeros(outs.shape, dtype=np.int64)
+        live[:, 1:] = outs[:, :-1]
+        live[:, 0, src] += self.ng.input_bytes
+        act = live + bl[:, :S].sum(axis=2) + outs + work
+        peak = act.max(axis=1)
+        peak[:, src] = np.maximum(peak[:, src], outs[:, S - 1, src] + bl[:, S].sum(axis=1)[:, src])
+        return busiest, bl.sum(axis=(1, 2, 3)), peak + keyb
+
+    def move_scores(self, y: np.ndarray, vs, ds, objective: str) -> list[tuple]:
+        """:meth:`scores` of the assignments ``y`` with vertex ``vs[i]`` moved to device ``ds[i]``
+        (one move each), from :meth:`move_costs`: the same tuples to the last bit (tested)."""
+        busiest, comm, peak = self.move_costs(y, vs, ds)
+        over = np.maximum(peak - self.cap[None, :], 0).sum(axis=1)
+        if objective == "rate":
+            return [(int(o), float(bb), int(c)) for o, bb, c in zip(over, busiest, comm)]
+        return [(int(o), int(c), float(bb)) for o, bb, c in zip(over, busiest, comm)]
+
+    def move_costs(self, y: np.ndarray, vs, ds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_batch` of the assignments ``y`` with vertex ``vs[i]`` moved to device ``ds[i]``
+        (one move each, ``ds[i] != y[vs[i]]``): the bottleneck seconds, bytes sent and peak memory
+        (bytes) of each, the same numbers to the last bit (tested), priced from ``y``'s parts and
+        what each move changes (the classes the vertex reads or makes, its outputs, working set
+        and parameter keys), not from every vertex again. The local search's pricing."""
+        ng, n, S, src = self.ng, self.n, self.ng.n_stages, self.src
+        y, vs, ds = np.asarray(y, dtype=np.int64), np.asarray(vs, dtype=np.int64), np.asarray(ds, dtype=np.int64)
+        m, K = len(vs), len(ng.cls_prod)
+        a, b = y[vs], ds
+        if m == 0:
+            return np.zeros(0), np.zeros(0), np.zeros((0, n))
+        if np.any(a == b):
+            raise PartoptError("move_costs: a move must change the vertex's device")
+        bl0, outs0, work0, keyb0 = self._parts_of(y)
+        cnt = np.zeros((K, n), dtype=np.int64)
+        np.add.at(cnt, (ng.cons_k, y[ng.cons_v]), 1)
+        prod = np.where(ng.cls_prod >= 0, y[np.maximum(ng.cls_prod, 0)], src)
+        # a class the vertex reads has one reader more on b and one fewer on a: only its
+        # messages to a and b can change
+        mi, kc, mult = _gather(self._reads_ptr, self._reads_k, self._reads_n, vs)
+        p, ph, nb = prod[kc], ng.cls_stage[kc], ng.cls_bytes[kc].astype(float)
+        idx, wts = [], []
+        for dev, after, sign in ((a[mi], cnt[kc, a[mi]] - mult, -1.0), (b[mi], cnt[kc, b[mi]] + mult, 1.0)):
+            had = (cnt[kc, dev] > 0) & (dev != p)
+            has = (after > 0) & (dev != p)
+            e = np.flatnonzero(had != has)
+            idx.append(((mi[e] * (S + 1) + ph[e]) * n + p[e]) * n + dev[e])
+            wts.append(sign * nb[e])
+        # a class the vertex makes moves its sender from a to b: every receiver but the new sender
+        mi, kp, _ = _gather(self._makes_ptr, self._makes_k, self._makes_k, vs)
+        readers = cnt[kp] > 0
+        for sender, sign in ((a[mi], -1.0), (b[mi], 1.0)):
+            e, d = np.nonzero(readers & (np.arange(n)[None, :] != sender[:, None]))
+            idx.append(((mi[e] * (S + 1) + ng.cls_stage[kp[e]]) * n + sender[e]) * n + d)
+            wts.append(sign * ng.cls_bytes[kp[e]].astype(float))
+        last = self.stage_of[vs] == S - 1          # the final gather: outputs go back to the source
+        for dev, sign in ((a, -1.0), (b, 1.0)):
+            g = np.flatnonzero(last & (dev != src))
+            idx.append(((g * (S + 1) + S) * n + dev[g]) * n + src)
+            wts.append(sign * self.out[vs[g]].astype(float))
+        bl = bl0 + np.bincount(np.concatenate(idx), weights=np.concatenate(wts),
+                               minlength=m * (S + 1) * n * n).reshape(m, S + 1, n, n)
+        rows, sv = np.arange(m), self.stage_of[vs]
+        outs = np.repeat(outs0, m, axis=0)
+        outs[rows, sv, a] -= self.out[vs]
+        outs[rows, sv, b] += self.out[vs]
+        # the working set of (stage, device) a cell's largest; without vertex v: the second
+        # largest where v alone is the largest
+        top = work0[0]
+        ties = np.zeros_like(top)
+        at_top = self.work == top[self.stage_of, y]
+        np.add.at(ties, (self.stage_of[at_top], y[at_top]), 1)
+        second = np.zeros_like(top)
+        np.maximum.at(second, (self.stage_of[~at_top], y[~at_top]), self.work[~at_top])
+        alone = at_top[vs] & (ties[sv, a] == 1)
+        work = np.repeat(work0, m, axis=0)
+        work[rows, sv, a] = np.where(alone, second[sv, a], top[sv, a])
+        work[rows, sv, b] = np.maximum(work[rows, sv, b], self.work[vs])
+        held = np.zeros((len(ng.key_bytes), n), dtype=np.int64)
+        np.add.at(held, (ng.hold_k, y[ng.hold_v]), 1)
+        keyb = np.repeat(keyb0, m, axis=0)
+        mh, kh, hn = _gather(self._holds_ptr, self._holds_k, self._holds_n, vs)
+        gone = held[kh, a[mh]] == hn
+        np.add.at(keyb, (mh[gone], a[mh[gone]]), -ng.key_bytes[kh[gone]])
+        new = held[kh, b[mh]] == 0
+        np.add.at(keyb, (mh[new], b[mh[new]]), ng.key_bytes[kh[new]])
+        trial = np.repeat(y[None, :], m, axis=0)
+        trial[rows, vs] = ds
+        return self._tail(bl, self._compute_many(trial), outs, work, keyb)
+
+    def _parts_of(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The parts :meth:`_tail` takes for the one assignment ``y`` (each with a leading axis of
+        1): link bytes, outputs and working set per stage, parameter bytes held."""
+        ng, n, S = self.ng, self.n, self.ng.n_stages
+        prod = np.where(ng.cls_prod >= 0, y[np.maximum(ng.cls_prod, 0)], self.src)
+        cnt = np.zeros((len(ng.cls_prod), n), dtype=np.int64)
+        np.add.at(cnt, (ng.cons_k, y[ng.cons_v]), 1)
+        need = cnt > 0
+        need[np.arange(len(prod)), prod] = False
+        kk, dd = np.nonzero(need)
+        bl = np.zeros((S + 1, n, n))
+        np.add.at(bl, (ng.cls_stage[kk], prod[kk], dd), ng.cls_bytes[kk].astype(float))
+        off = self.last[y[self.last] != self.src]
+        np.add.at(bl, (S, y[off], self.src), self.out[off].astype(float))
+        outs = np.zeros((S, n))
+        np.add.at(outs, (self.stage_of, y), self.out.astype(float))
+        work = np.zeros((S, n), dtype=np.int64)
+        np.maximum.at(work, (self.stage_of, y), self.work)
+        held = np.zeros((len(ng.key_bytes), n), dtype=bool)
+        held[ng.hold_k, y[ng.hold_v]] = True
+        return bl[None], outs[None], work[None], (ng.key_bytes @ held)[None]
 
     def _compute_many(self, X: np.ndarray) -> np.ndarray:
         """:meth:`compute_s` of every row of ``X`` (m x n seconds): FLOPs over speed summed as
@@ -547,10 +683,9 @@ def improve(ng: NeuronGraph, ev: Evaluator, x: np.ndarray, objective: str = "rat
                 moves += [(v, d) for d in targets]
             if not moves:
                 break
-            trial = np.repeat(y[None, :], len(moves), axis=0)      # one row per move, priced at once
-            trial[np.arange(len(moves)), [v for v, _ in moves]] = [d for _, d in moves]
+            priced = ev.move_scores(y, [v for v, _ in moves], [d for _, d in moves], objective)   # all at once
             step_best, move = None, None
-            for s, mv in zip(ev.scores(trial, objective), moves):
+            for s, mv in zip(priced, moves):
                 if s[0] > y_over:
                     continue      # a move may worsen the objective (to escape), never the memory
                 if step_best is None or s < step_best:      # the first of equal moves, in order
