@@ -420,3 +420,65 @@ def test_product_cuts_skip_a_layer_with_unread_vertices(flops, bw, lat):
     assert e.status == "optimal"
     assert 1 / e.report.throughput_per_s == pytest.approx(key[0], rel=1e-9)
     assert verify(e.plan, net, x, g, cl).ok
+
+
+def _fc_net():
+    """Conv, pool and one FC layer of three 432-byte vertices (coarse grouping): 7 vertices."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 36))
+    randomize(net, 5)
+    return LayerGraph.from_module(net, torch.randn(1, 1, 4, 4))
+
+
+SOURCE_COUNT_CLUSTERS = {
+    # two FC vertices fit per device: none on the source needs two others, one needs one
+    "even": lambda link: iot(3, 1100, link),
+    # the source fits two, iot1 three, iot2 one: one other device always suffices
+    "uneven": lambda link: heterogeneous([("iot0", 1e6, 1100), ("iot1", 2e6, 1500), ("iot2", 1e6, 600)], 2000.0,
+                                         latency_s=1e-3, link=link, name="iot3u"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SOURCE_COUNT_CLUSTERS))
+def test_source_count_floor_holds_for_every_assignment_that_fits(kind):
+    """source_count_floor[g]: with g of the FC layer's vertices on the source, at least that many
+    other devices hold one. Checked on every assignment that fits memory (all 3^7)."""
+    import itertools
+    g = _fc_net()
+    ng = dn.neuron_graph(g, "coarse")
+    cl = SOURCE_COUNT_CLUSTERS[kind]("shared")
+    ev = dn.Evaluator(ng, cl)
+    fc = int(ev.stage_of[-1])
+    fc_verts = np.flatnonzero(ev.stage_of == fc)
+    floor = dn.source_count_floor(ng, ev, fc)
+    assert floor == ([2, 1, 1] if kind == "even" else [1, 1, 1])
+    assert dn.source_count_floor(ng, ev, 1) is None           # a pool holds no parameters
+    fine = dn.neuron_graph(g, "fine")
+    assert dn.source_count_floor(fine, dn.Evaluator(fine, cl), 0) is None    # 2 x 2 tiles share each filter
+    fits, tight = 0, 0
+    for a in itertools.product(range(3), repeat=len(ng.vertices)):
+        a = np.array(a)
+        if not ev.costs(a).valid:
+            continue
+        fits += 1
+        on_src = int((a[fc_verts] == 0).sum())
+        others = len(set(a[fc_verts].tolist()) - {0})
+        assert on_src < len(floor) and others >= floor[on_src]
+        tight += others == floor[on_src]
+    assert fits and tight
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs", "cpsat"])
+@pytest.mark.parametrize("link", ["shared", "mesh"])
+def test_source_count_cuts_keep_the_optimum(solver, link):
+    """Where the floor steps (two other holders with none of the FC layer on the source, one
+    otherwise) the model has a threshold binary and still proves brute force's optimum."""
+    g = _fc_net()
+    ng = dn.neuron_graph(g, "coarse")
+    cl = SOURCE_COUNT_CLUSTERS["even"](link)
+    b, _ = dn.build_model(ng, cl, solver, "rate")
+    fc = int(dn.Evaluator(ng, cl).stage_of[-1])
+    assert f"sc_{fc}_1" in getattr(b, "vars", {})
+    best, key = dn.brute_force(g, cl)
+    e = dn.exact(g, cl, solver=solver, time_limit=60)
+    assert e.status == "optimal"
+    assert 1 / e.report.throughput_per_s == pytest.approx(key[0], rel=1e-6 if solver != "cpsat" else 1e-4)

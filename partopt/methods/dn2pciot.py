@@ -42,7 +42,8 @@ link; on a mesh, sender-receiver products; memory rows per device and stage as `
 objective the bottleneck (``rate``) or the bytes (``comm``); symmetry breaking (compute load
 non-increasing) over identical non-source devices; valid cuts that survive the LP relaxation
 (cover, product and inflow cuts: a device other than the source that holds a vertex receives at
-least :func:`inflow_floor` bytes, a minimum cut). CBC or HiGHS (PuLP) or CP-SAT (8 workers by
+least :func:`inflow_floor` bytes, a minimum cut; source-count cuts: how many other devices hold
+an FC layer, stepping with how much of it the source holds). CBC or HiGHS (PuLP) or CP-SAT (8 workers by
 default, :data:`partopt.solvers.CPSAT_PORTFOLIO_WORKERS`); at a time limit, the best plan with
 the proven bound. See formulations/dn2pciot.tex.
 
@@ -849,6 +850,88 @@ def inflow_floor(ng: NeuronGraph) -> np.ndarray:
     return floor
 
 
+def private_counts(ng: NeuronGraph, ev: "Evaluator", s: int) -> Optional[list[int]]:
+    """For a stage whose vertices carry only their own parameter keys (FC rows), per device: how
+    many of the stage's lightest vertices fit in its memory less :func:`stage_reserve` (bytes), so
+    that no device holds more of them (a Chvatal-Gomory rounding of the memory row); None for a
+    stage with a key that two vertices share (a conv channel's filter)."""
+    verts = [int(v) for v in np.flatnonzero(ev.stage_of == s)]
+    private: dict[int, int] = {}        # vertex -> bytes of the keys it alone holds
+    for kk, vs in _key_holders(ng).items():
+        if any(ev.stage_of[v] == s for v in vs):
+            if len(vs) > 1:
+                return None
+            private[vs[0]] = private.get(vs[0], 0) + int(ng.key_bytes[kk])
+    if not verts or any(v not in private for v in verts):
+        return None
+    sizes = sorted(private[v] for v in verts)
+    reserve = stage_reserve(ng, ev, s)
+    counts = []
+    for d in range(ev.n):
+        room, cnt = int(ev.cap[d]) - reserve, 0
+        while cnt < len(sizes) and room >= sizes[cnt]:
+            room -= sizes[cnt]
+            cnt += 1
+        counts.append(cnt)
+    return counts
+
+
+def source_count_floor(ng: NeuronGraph, ev: "Evaluator", s: int, src: int = 0) -> Optional[list[float]]:
+    """For a stage with :func:`private_counts`: entry g (g = 0 .. the source's count) is the
+    fewest devices other than the source that hold a vertex of the stage when the source holds
+    g of them: the fewest whose counts add up to the other ``|V_s| - g`` (``inf``: none can).
+    None for other stages. It falls only where g crosses a threshold, and the exact model states
+    that step with one binary per threshold (:func:`_source_count_cuts`)."""
+    counts = private_counts(ng, ev, s)
+    if counts is None:
+        return None
+    total = int((ev.stage_of == s).sum())
+    others = np.cumsum(sorted((c for d, c in enumerate(counts) if d != src), reverse=True))
+    floor: list[float] = []
+    for g in range(min(counts[src], total) + 1):
+        rest = total - g
+        floor.append(0 if rest <= 0 else (int(np.searchsorted(others, rest)) + 1 if others.size and
+                                          others[-1] >= rest else math.inf))
+    return floor
+
+
+def _source_count_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, held: dict, src: int) -> None:
+    """Valid inequalities on how many devices besides the source hold an FC layer
+    (formulations/dn2pciot.tex, "source-count cuts"). With g the layer's vertices on the source
+    and f = :func:`source_count_floor`: g >= the least g with f finite, and for each threshold t
+    where f falls, a binary ``sc_{s}_{t}`` with t * sc <= g <= t - 1 + (g_max - t + 1) * sc (it is
+    1 exactly when g >= t); then sum_{d != source} w[s, d] >= f(g_min) - sum_t (f(t - 1) - f(t)) sc_t.
+    A fractional point can split the layer's count between the source and the others at no
+    cost; these rows make the source's share a decision the solver branches on once."""
+    for s in range(ng.n_stages):
+        floor = source_count_floor(ng, ev, s, src)
+        if floor is None:
+            continue
+        finite = [g for g, f in enumerate(floor) if f != math.inf]
+        if not finite:
+            continue        # no assignment fits: the memory rows say so
+        g_min, g_max = finite[0], len(floor) - 1
+        count = Lin()
+        for v in np.flatnonzero(ev.stage_of == s):
+            count = count + Lin.var(x[(int(v), src)])
+        if g_min > 0:
+            b.at_most(count.scaled(-1.0), -float(g_min))
+        holders = Lin()
+        for d in range(ev.n):
+            if d != src:
+                holders = holders + Lin.var(held[(s, d)], -1.0)
+        for t in range(g_min + 1, g_max + 1):
+            drop = floor[t - 1] - floor[t]
+            if drop <= 0:
+                continue
+            sc = b.boolean(f"sc_{s}_{t}")
+            b.at_most(count.scaled(-1.0) + Lin.var(sc, float(t)), 0)
+            b.at_most(count + Lin.var(sc, -float(g_max - t + 1)), float(t - 1))
+            holders = holders + Lin.var(sc, -float(drop))
+        if floor[g_min] > 0:
+            b.at_most(holders, -float(floor[g_min]))
+
+
 def _inflow_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, held: dict, z: dict, src: int) -> None:
     """Valid inequalities on what a device receives (formulations/dn2pciot.tex, "inflow
     cuts"). Per stage s and device d, with ``w[d]`` = ``held[(s, d)]`` (:func:`_holding`):
@@ -859,13 +942,6 @@ def _inflow_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, held: dict, z: di
     stage's parameters need the covering devices: sum_d w[d] >= :func:`layer_cover`."""
     n, V = ev.n, len(ng.vertices)
     floor = inflow_floor(ng)
-    private: dict[int, int] = {}        # vertex -> bytes of the keys it alone holds
-    shared = set()                      # vertices holding a key another vertex holds too
-    for kk, vs in _key_holders(ng).items():
-        if len(vs) == 1:
-            private[vs[0]] = private.get(vs[0], 0) + int(ng.key_bytes[kk])
-        else:
-            shared.update(vs)
     received = {d: Lin() for d in range(n)}      # bytes device d receives: sum_k bytes_k z[k, d]
     for (k, d), zv in z.items():
         received[d] = received[d] + Lin.var(zv, float(ng.cls_bytes[k]))
@@ -877,16 +953,11 @@ def _inflow_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, held: dict, z: di
             for d in range(n):
                 if d != src:
                     b.at_most(Lin.var(w[d], fs) + received[d].scaled(-1.0), 0)
-        reserve = stage_reserve(ng, ev, s)
-        if all(v in private and v not in shared for v in verts):
-            sizes = sorted(private[v] for v in verts)
+        counts = private_counts(ng, ev, s)
+        if counts is not None:
             for d in range(n):
-                room, cnt = int(ev.cap[d]) - reserve, 0
-                while cnt < len(sizes) and room >= sizes[cnt]:
-                    room -= sizes[cnt]
-                    cnt += 1
-                if cnt < len(verts):
-                    e = Lin.var(w[d], -float(cnt))
+                if counts[d] < len(verts):
+                    e = Lin.var(w[d], -float(counts[d]))
                     for v in verts:
                         e = e + Lin.var(x[(v, d)])
                     b.at_most(e, 0)
@@ -950,8 +1021,9 @@ def _product_cuts(b, ng: NeuronGraph, ev: "Evaluator", m: dict, q: dict, readers
 def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", objective: str = "rate",
                 symmetry: bool = True, cover: bool = True):
     """The exact model (module doc; formulations/dn2pciot.tex). Returns (builder, x names).
-    ``cover``: add the cover and product cuts (:func:`_cover_cuts`, :func:`_product_cuts`; valid
-    for every assignment)."""
+    ``cover``: add the cover, product, inflow and source-count cuts (:func:`_cover_cuts`,
+    :func:`_product_cuts`, :func:`_inflow_cuts`, :func:`_source_count_cuts`; valid for every
+    assignment)."""
     _check(objective)
     ev = Evaluator(ng, cluster)
     n, V, S, src = ev.n, len(ng.vertices), ng.n_stages, 0
@@ -999,6 +1071,7 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
         held = _holding(b, ng, ev, x)
         _cover_cuts(b, ng, ev, x, held, z, q, readers, src)
         _inflow_cuts(b, ng, ev, x, held, z, src)
+        _source_count_cuts(b, ng, ev, x, held, src)
     last = [int(v) for v in ev.last]
     # messages per (phase, sender, receiver)
     m = {}
