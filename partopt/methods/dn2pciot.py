@@ -326,6 +326,12 @@ class Evaluator:
         """For every row x of ``X`` (m x V, vertex -> device index): the bottleneck seconds per
         inference, the bytes sent per inference, and each device's peak memory in bytes (m x n),
         the same numbers as :func:`partopt.plan.evaluate` of :func:`plan_of` (tested)."""
+        bl, outs, work, keyb = self._parts(X)
+        return self._tail(bl, self._compute_many(X), outs, work, keyb)
+
+    def _parts(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The parts :meth:`_tail` takes, for every row of ``X``: link bytes per phase, sender and
+        receiver; outputs and working set per stage and device; parameter bytes held (bytes)."""
         ng, n, S, m = self.ng, self.n, self.ng.n_stages, X.shape[0]
         K, rows = len(ng.cls_prod), np.arange(m)[:, None]
         # link bytes [row, phase, sender, receiver]; phases: the stages, then the final gather
@@ -351,7 +357,7 @@ class Evaluator:
         held = np.zeros((m, len(ng.key_bytes), n), dtype=bool)
         held[rows, ng.hold_k[None, :], X[:, ng.hold_v]] = True
         keyb = np.einsum("k,mkn->mn", ng.key_bytes, held)
-        return self._tail(bl, self._compute_many(X), outs, work, keyb)
+        return bl, outs, work, keyb
 
     def _tail(self, bl: np.ndarray, comp: np.ndarray, outs: np.ndarray, work: np.ndarray,
               keyb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -395,7 +401,7 @@ class Evaluator:
             return np.zeros(0), np.zeros(0), np.zeros((0, n))
         if np.any(a == b):
             raise PartoptError("move_costs: a move must change the vertex's device")
-        bl0, outs0, work0, keyb0 = self._parts_of(y)
+        bl0, outs0, work0, keyb0 = self._parts(y[None, :])
         cnt = np.zeros((K, n), dtype=np.int64)
         np.add.at(cnt, (ng.cons_k, y[ng.cons_v]), 1)
         prod = np.where(ng.cls_prod >= 0, y[np.maximum(ng.cls_prod, 0)], src)
@@ -451,28 +457,6 @@ class Evaluator:
         trial = np.repeat(y[None, :], m, axis=0)
         trial[rows, vs] = ds
         return self._tail(bl, self._compute_many(trial), outs, work, keyb)
-
-    def _parts_of(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The parts :meth:`_tail` takes for the one assignment ``y`` (each with a leading axis of
-        1): link bytes, outputs and working set per stage, parameter bytes held."""
-        ng, n, S = self.ng, self.n, self.ng.n_stages
-        prod = np.where(ng.cls_prod >= 0, y[np.maximum(ng.cls_prod, 0)], self.src)
-        cnt = np.zeros((len(ng.cls_prod), n), dtype=np.int64)
-        np.add.at(cnt, (ng.cons_k, y[ng.cons_v]), 1)
-        need = cnt > 0
-        need[np.arange(len(prod)), prod] = False
-        kk, dd = np.nonzero(need)
-        bl = np.zeros((S + 1, n, n))
-        np.add.at(bl, (ng.cls_stage[kk], prod[kk], dd), ng.cls_bytes[kk].astype(float))
-        off = self.last[y[self.last] != self.src]
-        np.add.at(bl, (S, y[off], self.src), self.out[off].astype(float))
-        outs = np.zeros((S, n))
-        np.add.at(outs, (self.stage_of, y), self.out.astype(float))
-        work = np.zeros((S, n), dtype=np.int64)
-        np.maximum.at(work, (self.stage_of, y), self.work)
-        held = np.zeros((len(ng.key_bytes), n), dtype=bool)
-        held[ng.hold_k, y[ng.hold_v]] = True
-        return bl[None], outs[None], work[None], (ng.key_bytes @ held)[None]
 
     def _compute_many(self, X: np.ndarray) -> np.ndarray:
         """:meth:`compute_s` of every row of ``X`` (m x n seconds): FLOPs over speed summed as
