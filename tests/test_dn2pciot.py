@@ -248,6 +248,13 @@ def test_model_exports(tmp_path, zoo):
         assert "x_0_1" in open(path).read()
 
 
+def _fc_net():
+    """Conv, pool and one FC layer of three 432-byte vertices (coarse grouping): 7 vertices."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 36))
+    randomize(net, 5)
+    return LayerGraph.from_module(net, torch.randn(1, 1, 4, 4))
+
+
 @pytest.mark.parametrize("solver", ["highs", "cpsat"])
 def test_layer_cover_counts_what_a_holder_keeps_alive_and_the_product_cuts_keep_the_optimum(solver):
     """An FC layer of three 432-byte groups on devices of 680 bytes: by weights alone two
@@ -257,10 +264,7 @@ def test_layer_cover_counts_what_a_holder_keeps_alive_and_the_product_cuts_keep_
     for the layer, and the exact model with the cover and product cuts proves brute force's
     optimum."""
     import itertools
-    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 36))
-    x = torch.randn(1, 1, 4, 4)
-    randomize(net, 5)
-    g = LayerGraph.from_module(net, x)
+    g = _fc_net()
     ng = dn.neuron_graph(g, "coarse")
     cl = iot(3, 680)
     ev = dn.Evaluator(ng, cl)
@@ -420,13 +424,6 @@ def test_product_cuts_skip_a_layer_with_unread_vertices(flops, bw, lat):
     assert e.status == "optimal"
     assert 1 / e.report.throughput_per_s == pytest.approx(key[0], rel=1e-9)
     assert verify(e.plan, net, x, g, cl).ok
-
-
-def _fc_net():
-    """Conv, pool and one FC layer of three 432-byte vertices (coarse grouping): 7 vertices."""
-    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 36))
-    randomize(net, 5)
-    return LayerGraph.from_module(net, torch.randn(1, 1, 4, 4))
 
 
 SOURCE_COUNT_CLUSTERS = {
