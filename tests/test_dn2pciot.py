@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -25,8 +27,13 @@ def tiny(size=6):
 
 
 def iot(n, mem, link="shared", hetero=False):
+    """n devices of ``mem`` bytes, 2000 B/s links; link "shared-slow": a shared medium whose link
+    iot1 -> iot2 runs at half that (so a byte's cost depends on its sender)."""
     specs = [(f"iot{i}", (2e6 if hetero and i % 2 else 1e6), mem) for i in range(n)]
-    return heterogeneous(specs, 2000.0, latency_s=1e-3, link=link, name=f"iot{n}")
+    cl = heterogeneous(specs, 2000.0, latency_s=1e-3, link=link.removesuffix("-slow"), name=f"iot{n}")
+    if link.endswith("-slow"):
+        cl = dataclasses.replace(cl, bandwidth={**cl.bandwidth, ("iot1", "iot2"): 1000.0})
+    return cl
 
 
 def test_graph_sizes_and_shared_filters(zoo):
@@ -153,9 +160,12 @@ def test_exact_equals_brute_force(rated, solver, objective):
     assert len(ng.vertices) == 5
     solo = dn.Evaluator(ng, iot(1, 10 ** 9)).costs(np.zeros(5, dtype=np.int64)).peak[0]
     tol = 1e-6 if solver != "cpsat" else 1e-4
-    for n, frac, link, het in [(2, 2.0, "shared", False), (3, 0.7, "shared", True), (3, 0.55, "mesh", True),
-                               (3, 0.2, "mesh", False)]:
+    for n, frac, link, het in [(2, 2.0, "shared", False), (3, 0.7, "shared", True), (3, 0.7, "shared-slow", True),
+                               (3, 0.55, "mesh", True), (3, 0.2, "mesh", False)]:
         cl = rated(iot(n, int(solo * frac), link, het))
+        b, _ = dn.build_model(ng, cl, solver, objective)
+        # sender variables only where a byte's cost depends on its link (dn.uniform_medium)
+        assert any(v.startswith("q_") for v in b.vars) == (link != "shared"), link
         best, key = dn.brute_force(g, cl, objective=objective)
         e = dn.exact(g, cl, solver=solver, objective=objective, time_limit=60)
         if best is None:
@@ -164,6 +174,8 @@ def test_exact_equals_brute_force(rated, solver, objective):
         assert e.status == "optimal", (n, frac, link)
         got = (1 / e.report.throughput_per_s) if objective == "rate" else e.report.comm_bytes
         assert got == pytest.approx(key[0], rel=tol, abs=1e-9)
+        # the model's own optimum is the same number: it prices messages and bytes as evaluate
+        assert e.plan.meta["model_objective"] == pytest.approx(key[0], rel=tol, abs=1e-9), (n, frac, link)
         v = verify(e.plan, net, x, g, cl)
         assert v.ok
 
@@ -478,4 +490,116 @@ def test_source_count_cuts_keep_the_optimum(solver, link):
     best, key = dn.brute_force(g, cl)
     e = dn.exact(g, cl, solver=solver, time_limit=60)
     assert e.status == "optimal"
-    assert 1 / e.report.throughput_per_s == pytest.approx(key[0], rel=1e-6 if solver != "cpsat" else 1e-4)
+    tol = 1e-6 if solver != "cpsat" else 1e-4
+    assert 1 / e.report.throughput_per_s == pytest.approx(key[0], rel=tol)
+    assert e.plan.meta["model_objective"] == pytest.approx(key[0], rel=tol)
+
+
+def _two_fc_net():
+    """Conv, pool, an FC layer of two 432-byte vertices and one of one 1200-byte vertex (coarse
+    grouping): 7 vertices."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 24),
+                        nn.ReLU(), nn.Linear(24, 12))
+    randomize(net, 5)
+    return LayerGraph.from_module(net, torch.randn(1, 1, 4, 4))
+
+
+def _phase_traffic(ng, a, t) -> tuple[int, int]:
+    """Messages and bytes of stage t's phase under assignment ``a``, counted from the graph: each
+    class t reads goes from its producer's device to every other device holding a reader."""
+    msgs, sent = set(), 0
+    for k in np.flatnonzero(ng.cls_stage == t):
+        u = int(ng.cls_prod[k])
+        if u < 0:
+            continue
+        to = {int(a[v]) for kk, v in zip(ng.cons_k, ng.cons_v) if kk == k} - {int(a[u])}
+        msgs |= {(int(a[u]), e) for e in to}
+        sent += int(ng.cls_bytes[k]) * len(to)
+    return len(msgs), sent
+
+
+def test_phase_floor_holds_for_every_assignment_that_fits():
+    """The second FC layer (1200 bytes) and a vertex of the first (432) fit beside each other and
+    the second layer's 144 live bytes in 1776 bytes, not in 1775. At 1775 (excludes) the phase
+    between them carries at least one message and all of the first layer's 96 bytes, and some
+    assignment carries exactly that; at 1776 one carries 48 bytes (the second layer's holder makes
+    half of the first), so excludes must be False there. The floor is checked on every assignment
+    that fits (all 3^7), and the least messages and bytes are found."""
+    import itertools
+    g = _two_fc_net()
+    ng = dn.neuron_graph(g, "coarse")
+    fc1, fc2 = ng.n_stages - 2, ng.n_stages - 1
+    for mem, apart, floor, least_seen in [(1775, True, (1, 96.0), (1, 96)), (1776, False, (0, 0.0), (1, 48))]:
+        ev = dn.Evaluator(ng, iot(3, mem))
+        assert dn.stage_reserve(ng, ev, fc2) == 24 * 4 + 12 * 4
+        assert dn.excludes(ng, ev, fc1, fc2) == apart
+        assert dn.phase_floor(ng, ev, fc1, fc2) == floor
+        seen = []
+        for a in itertools.product(range(3), repeat=len(ng.vertices)):
+            a = np.array(a)
+            if ev.costs(a).valid:
+                m, sent = _phase_traffic(ng, a, fc2)
+                assert m >= floor[0] and sent >= floor[1]
+                seen.append((m, sent))
+        assert (min(m for m, _ in seen), min(b for _, b in seen)) == least_seen, mem
+
+
+def test_phase_floor_on_lenet5_fine_dn2pciot4(zoo):
+    """The worked case in formulations/dn2pciot.tex: each device fits 4 of fc1's 20 groups, so at
+    least 5 hold it; fc2 (40.7 KB) fits on one device but not beside an fc1 group, so the phase
+    into fc2 carries at least 5 messages and all of fc1's 480 bytes (not 5 - 1 and 0)."""
+    _, _, g = zoo("lenet5")
+    ng = dn.neuron_graph(g, "fine")
+    ev = dn.Evaluator(ng, preset("dn2pciot-4"))
+    fc1, fc2 = 4, 5
+    assert (ev.stage_of == fc1).sum() == 20 and (ev.stage_of == fc2).sum() == 14
+    assert (dn.layer_cover(ng, ev, fc1), dn.layer_cover(ng, ev, fc2)) == (5, 1)
+    assert dn.excludes(ng, ev, fc1, fc2)
+    assert dn.phase_floor(ng, ev, fc1, fc2) == (5, 480.0)
+    # into fc1: pool2 (1600 bytes) on one device, fc1 on five or more: 5 - 1 messages, 4 x 1600 bytes
+    assert dn.phase_floor(ng, ev, fc1 - 1, fc1) == (4, 4 * 1600.0)
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs", "cpsat"])
+@pytest.mark.parametrize("link", ["shared", "shared-slow", "mesh"])
+def test_exact_with_the_phase_floor_equals_brute_force(solver, link):
+    """Where excludes holds (1775 bytes per device, test above), the exact model with the
+    phase floor proves brute force's optimum: with and without sender variables."""
+    g = _two_fc_net()
+    cl = iot(3, 1775, link)
+    best, key = dn.brute_force(g, cl)
+    assert best is not None
+    e = dn.exact(g, cl, solver=solver, time_limit=60)
+    assert e.status == "optimal"
+    tol = 1e-6 if solver != "cpsat" else 1e-4
+    assert 1 / e.report.throughput_per_s == pytest.approx(key[0], rel=tol)
+    assert e.plan.meta["model_objective"] == pytest.approx(key[0], rel=tol)
+
+
+@pytest.mark.parametrize("solver", ["highs", "cpsat"])
+@pytest.mark.parametrize("link", ["shared", "shared-slow", "mesh"])
+def test_the_model_at_a_fixed_assignment_prices_it_as_evaluate(solver, link):
+    """The exact model with x fixed to an assignment has that assignment's bottleneck (and bytes)
+    as its optimum: messages, bytes and links are counted as evaluate counts them. Eight random
+    assignments of the fine tiny net (17 vertices; tiles read from several senders in one phase),
+    with and without the cuts."""
+    from partopt.maxplus import Lin
+    net, x, g = tiny()
+    ng = dn.neuron_graph(g, "fine")
+    assert len(ng.vertices) == 17
+    cl = iot(3, 10 ** 6, link, hetero=True)
+    ev = dn.Evaluator(ng, cl)
+    rng = np.random.default_rng(7)
+    tol = 1e-6 if solver != "cpsat" else 1e-4
+    for trial in range(8):
+        a = rng.integers(0, 3, len(ng.vertices))
+        a[0] = 0
+        c = ev.costs(a)
+        for objective in ("rate", "comm"):
+            b, xv = dn.build_model(ng, cl, solver, objective, symmetry=False, cover=bool(trial % 2))
+            for (v, d), name in xv.items():
+                b.equal(Lin.var(name), int(a[v] == d))
+            r = b.solve(solver, time_limit=30)
+            assert r.status == "optimal", (trial, objective)
+            want = c.bottleneck_s if objective == "rate" else c.comm_bytes
+            assert r.objective == pytest.approx(want, rel=tol, abs=1e-9), (trial, objective, a)

@@ -38,7 +38,8 @@ of a vertex go to the devices holding its producers or consumers, or to the leas
 **Exact** (:func:`exact`): assignment binaries x[v, d]; "class needed" binaries z[k, d] for
 each class k of a producer's neurons (neurons read by the same set of vertices), z >= x[v, d] -
 x[producer, d]; channel-filter indicators h[c, d] >= x[v, d]; message indicators per stage and
-link; on a mesh, sender-receiver products; memory rows per device and stage as ``evaluate``;
+link; sender-receiver products where a byte's cost depends on its link (a mesh, or a shared
+medium whose links differ: :func:`uniform_medium`); memory rows per device and stage as ``evaluate``;
 objective the bottleneck (``rate``) or the bytes (``comm``); symmetry breaking (compute load
 non-increasing) over identical non-source devices; valid cuts that survive the LP relaxation
 (cover, product and inflow cuts: a device other than the source that holds a vertex receives at
@@ -784,6 +785,8 @@ def _cover_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, held: dict, z: dic
                 if u >= 0:
                     e = e + Lin.var(x[(u, d)], -1.0)
                 b.at_most(e, 0)
+    if q is None:
+        return      # a uniform medium: no sender variables (build_model)
     for (k, d), zv in z.items():
         u = int(ng.cls_prod[k])
         if u < 0:
@@ -953,6 +956,45 @@ def _inflow_cuts(b, ng: NeuronGraph, ev: "Evaluator", x: dict, held: dict, z: di
             b.at_most(e, -float(cov))
 
 
+def excludes(ng: NeuronGraph, ev: "Evaluator", s: int, t: int) -> bool:
+    """True when no device can hold every vertex of stage ``t`` and a vertex of stage ``s``: the
+    parameter bytes of all of t, plus the fewest bytes of keys a vertex of s adds to them, plus
+    :func:`stage_reserve` of t, exceed every device's memory (bytes)."""
+    holders = _key_holders(ng)
+    keys_t = {kk for kk, vs in holders.items() if any(ev.stage_of[v] == t for v in vs)}
+    own: dict[int, set] = {}
+    for kk, v in zip(ng.hold_k, ng.hold_v):
+        if ev.stage_of[int(v)] == s:
+            own.setdefault(int(v), set()).add(int(kk))
+    verts_s = [int(v) for v in np.flatnonzero(ev.stage_of == s)]
+    extra = min(sum(int(ng.key_bytes[kk]) for kk in own.get(v, set()) - keys_t) for v in verts_s)
+    need = int(sum(ng.key_bytes[kk] for kk in keys_t)) + extra + stage_reserve(ng, ev, t)
+    return bool((need > ev.cap).all())
+
+
+def phase_floor(ng: NeuronGraph, ev: "Evaluator", s: int, t: int) -> Optional[tuple[int, float]]:
+    """For stages s and t where every vertex of t reads every class of s and every vertex of s
+    makes one (:func:`_product_cuts`): the fewest messages and the fewest bytes of s's classes
+    that t's phase carries, over every a >= :func:`layer_cover` of s holders and b >= that of t
+    holders. a * b - min(a, b) messages and (b - 1) * the classes' bytes in general; when one
+    device holding all of t cannot also hold a vertex of s (:func:`excludes`), b = 1 means a
+    messages and all the classes' bytes. None when no assignment fits."""
+    ka, kb = layer_cover(ng, ev, s), layer_cover(ng, ev, t)
+    if ka > ev.n or kb > ev.n:
+        return None
+    total = float(sum(ng.cls_bytes[k] for k in range(len(ng.cls_prod))
+                      if int(ng.cls_prod[k]) >= 0 and ev.stage_of[int(ng.cls_prod[k])] == s))
+    apart = kb == 1 and excludes(ng, ev, s, t)
+    counts, needs = [], []
+    for a in range(ka, ev.n + 1):
+        for b in range(kb, ev.n + 1):
+            if b == 1 and apart:
+                counts.append(a), needs.append(total)
+            else:
+                counts.append(a * b - min(a, b)), needs.append((b - 1) * total)
+    return min(counts), min(needs)
+
+
 def _product_cuts(b, ng: NeuronGraph, ev: "Evaluator", m: dict, q: dict, readers: list[list[int]],
                   held: dict) -> None:
     """Valid inequalities on the messages between two stages (formulations/dn2pciot.tex,
@@ -961,8 +1003,9 @@ def _product_cuts(b, ng: NeuronGraph, ev: "Evaluator", m: dict, q: dict, readers
     m[t, d, e] >= w[s, d] + w[t, e] - 1 (``held``, :func:`_holding`); and with a and b such
     devices the phase carries at least ``a * b - min(a, b)`` messages, and each of the b
     receivers lacks every class but those it makes: at least ``(b - 1)`` times the classes'
-    bytes. a and b are at least the stages' covers (:func:`layer_cover`), and both counts grow
-    with a and b, so the cuts use the covers."""
+    bytes; more where a sole holder of t cannot hold a vertex of s. a and b are at least the
+    stages' covers (:func:`layer_cover`); :func:`phase_floor` takes the least over them. ``q``:
+    (class, sender, receiver) -> the 0/1 variable "sent" (sender None on a uniform medium)."""
     V = len(ng.vertices)
     produced: dict[int, list[int]] = {}
     for k, u in enumerate(ng.cls_prod):
@@ -978,10 +1021,10 @@ def _product_cuts(b, ng: NeuronGraph, ev: "Evaluator", m: dict, q: dict, readers
             continue
         if {int(ng.cls_prod[k]) for k in ks} != {v for v in range(V) if ev.stage_of[v] == s}:
             continue        # a vertex of s whose outputs no one reads (a pool's dropped edge) sends nothing
-        a, bb = layer_cover(ng, ev, s), layer_cover(ng, ev, t)
-        if a > ev.n or bb > ev.n:
+        floor = phase_floor(ng, ev, s, t)
+        if floor is None:
             continue        # no assignment fits: the memory rows say so
-        count = a * bb - min(a, bb)
+        count, need = floor
         for d in range(ev.n):         # the pairwise form: d holds a vertex of s, e_ one of t
             for e_ in range(ev.n):
                 if d != e_ and (t, d, e_) in m:
@@ -992,7 +1035,6 @@ def _product_cuts(b, ng: NeuronGraph, ev: "Evaluator", m: dict, q: dict, readers
                 if ph == t:
                     e = e + Lin.var(mv, -1.0)
             b.at_most(e, -float(count))
-        need = (bb - 1) * float(sum(ng.cls_bytes[k] for k in ks))
         if need > 0:
             e = Lin()
             kset = set(ks)
@@ -1037,7 +1079,11 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
                 if u >= 0:
                     e = e + Lin.var(x[(u, d)], -1.0)
                 b.at_most(e, 0)
-    # sender of each class to each receiver: product variables (needed for link loads and messages)
+    # sender of each class to each receiver: product variables q, needed where a byte's cost
+    # depends on its link (a mesh, or a shared medium whose links differ in speed); on a uniform
+    # shared medium a byte costs the same from any sender, so d receiving class k is z[k, d] itself
+    # (``uniform_medium``) and the messages are stated without q
+    uniform = uniform_medium(cluster)
     q = {}
     for (k, d), zv in z.items():
         u = int(ng.cls_prod[k])
@@ -1048,22 +1094,32 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
                 if e_ == src:
                     q[(k, e_, d)] = zv
                 continue
+            if uniform:
+                continue
             qv = b.boolean(f"q_{k}_{e_}_{d}")
             b.at_most(Lin.var(zv) + Lin.var(x[(u, e_)]) + Lin.var(qv, -1.0), 1)
             q[(k, e_, d)] = qv
+    # what each receiver is sent, (class, sender or None on a uniform medium, receiver) -> 0/1
+    sent = {(k, None, d): zv for (k, d), zv in z.items()} if uniform else q
     if cover:
         held = _holding(b, ng, ev, x)
-        _cover_cuts(b, ng, ev, x, held, z, q, readers, src)
+        _cover_cuts(b, ng, ev, x, held, z, None if uniform else q, readers, src)
         _inflow_cuts(b, ng, ev, x, held, z, src)
         _source_count_cuts(b, ng, ev, x, held, src)
     last = [int(v) for v in ev.last]
     # messages per (phase, sender, receiver)
     m = {}
-    for (k, e_, d), qv in q.items():
-        s = int(ng.cls_stage[k])
-        if (s, e_, d) not in m:
-            m[(s, e_, d)] = b.boolean(f"m_{s}_{e_}_{d}")
-        b.at_most(Lin.var(qv) + Lin.var(m[(s, e_, d)], -1.0), 0)
+    for (k, d), zv in z.items():
+        u, s = int(ng.cls_prod[k]), int(ng.cls_stage[k])
+        for e_ in range(n):
+            if e_ == d or (u < 0 and e_ != src):
+                continue
+            if (s, e_, d) not in m:
+                m[(s, e_, d)] = b.boolean(f"m_{s}_{e_}_{d}")
+            if (k, e_, d) in q:       # m >= q, or where there is no q, m >= z[k, d] + x[u, e_] - 1
+                b.at_most(Lin.var(q[(k, e_, d)]) + Lin.var(m[(s, e_, d)], -1.0), 0)
+            else:
+                b.at_most(Lin.var(zv) + Lin.var(x[(u, e_)]) + Lin.var(m[(s, e_, d)], -1.0), 1)
     for e_ in range(n):
         if e_ == src:
             continue
@@ -1072,7 +1128,7 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
             b.at_most(Lin.var(x[(v, e_)]) + Lin.var(m[(S, e_, src)], -1.0), 0)
 
     if cover:
-        _product_cuts(b, ng, ev, m, q, readers, held)
+        _product_cuts(b, ng, ev, m, sent, readers, held)
         # a device that lacks a class it needs receives it in one message at least
         for (k, d), zv in z.items():
             if int(ng.cls_prod[k]) >= 0:
@@ -1088,7 +1144,7 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
         for (s, a, c), mv in m.items():
             if (a, c) == (e_, d):
                 ex = ex + Lin.var(mv, lat)
-        for (k, a, c), qv in q.items():
+        for (k, a, c), qv in q.items():       # a mesh: q exists
             if (a, c) == (e_, d):
                 ex = ex + Lin.var(qv, float(ng.cls_bytes[k]) * ev.inv_bw[a, c])
         if d == src:
@@ -1097,7 +1153,7 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
         return ex
 
     comm = Lin()
-    for (k, e_, d), qv in q.items():
+    for (k, e_, d), qv in sent.items():
         comm = comm + Lin.var(qv, float(ng.cls_bytes[k]))
     for v in last:
         for e_ in range(n):
@@ -1116,12 +1172,16 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
                         b.at_most(Lin.var(x[(int(v), d)]) + Lin.var(u, -1.0), 0)
                     ex = ex + Lin.var(u, cluster.stage_overhead_s)
             b.at_least(B, ex)
-        if cluster.link == "shared":
+        if cluster.link == "shared":      # every link's busy seconds (link_expr), summed
             tot = Lin()
-            for e_ in range(n):
-                for d in range(n):
-                    if e_ != d:
-                        tot = tot + link_expr(e_, d)
+            for mv in m.values():
+                tot = tot + Lin.var(mv, lat)
+            for (k, a, c), qv in sent.items():
+                tot = tot + Lin.var(qv, float(ng.cls_bytes[k]) * (ev.inv_bw[a, c] if a is not None else uniform))
+            for v in last:
+                for e_ in range(n):
+                    if e_ != src:
+                        tot = tot + Lin.var(x[(v, e_)], float(ev.out[v]) * ev.inv_bw[e_, src])
             b.at_least(B, tot)
         else:
             for e_ in range(n):
@@ -1180,6 +1240,16 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
                     ex = ex + Lin.var(x[(v, d + 1)], float(ev.flops[v])) + Lin.var(x[(v, d)], -float(ev.flops[v]))
                 b.at_most(ex, 0)
     return b, x
+
+
+def uniform_medium(cluster: Cluster) -> float:
+    """Seconds per byte of a shared medium on which every link has the same bandwidth, else 0
+    (a mesh, or links of different speeds): then a byte costs the same whoever sends it."""
+    if cluster.link != "shared":
+        return 0.0
+    names = cluster.names
+    rates = {cluster.bw(a, c) for a in names for c in names if a != c}
+    return 1.0 / rates.pop() if len(rates) == 1 else 0.0
 
 
 def interchangeable(cluster: Cluster, a: str, c: str) -> bool:
