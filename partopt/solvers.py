@@ -44,9 +44,10 @@ CPSAT_UNITS_PER_S = 1e12
 GAP_REL = 1e-9
 GAP_ABS_S = 1e-12
 #: CP-SAT workers for DN2PCIoT's exact model when the caller gives none, whatever the cores:
-#: with one worker per core on 2 cores CP-SAT runs two subsolvers and left 25-76 % gaps after
-#: 60 s on four setups; with 8 its portfolio includes ``max_lp_sym`` (full linear relaxation with
-#: symmetry), which proved three of them optimal (benchmarks/results/dn2pciot.txt). OR-Tools'
+#: with one worker per core on 2 cores CP-SAT runs two subsolvers, which (with the model of
+#: 2026-12-01) prove coarse dn2pciot-4 and fine dn2pciot-3 but leave fine dn2pciot-2 and -4 open
+#: after 60 s; with 8 its full portfolio (``max_lp_sym``, the full linear relaxation with
+#: symmetry, among them) proves all eight setups (benchmarks/results/dn2pciot.txt). OR-Tools'
 #: maintainers advise several workers for diverse strategies (google/or-tools discussion 4139).
 CPSAT_PORTFOLIO_WORKERS = 8
 #: HiGHS feasibility tolerances for models whose proofs proved fragile at the defaults (1e-7
