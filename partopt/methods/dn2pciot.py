@@ -1138,19 +1138,18 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
                         e = e + Lin.var(m[(int(ng.cls_stage[k]), e_, d)], -1.0)
                 b.at_most(e, 0)
 
-    def link_expr(e_, d) -> Lin:
-        """Seconds link e_->d is busy per inference."""
-        ex = Lin()
-        for (s, a, c), mv in m.items():
-            if (a, c) == (e_, d):
-                ex = ex + Lin.var(mv, lat)
-        for (k, a, c), qv in q.items():       # a mesh: q exists
-            if (a, c) == (e_, d):
-                ex = ex + Lin.var(qv, float(ng.cls_bytes[k]) * ev.inv_bw[a, c])
-        if d == src:
-            for v in last:
-                ex = ex + Lin.var(x[(v, e_)], float(ev.out[v]) * ev.inv_bw[e_, d])
-        return ex
+    def link_terms():
+        """(sender, receiver, seconds) of everything that keeps a link busy per inference: each
+        message's latency, each class's bytes (sender None on a uniform medium, where every link
+        costs the same), the last layer's outputs sent to the source."""
+        for (_, a, c), mv in m.items():
+            yield a, c, Lin.var(mv, lat)
+        for (k, a, c), qv in sent.items():
+            yield a, c, Lin.var(qv, float(ng.cls_bytes[k]) * (uniform if a is None else ev.inv_bw[a, c]))
+        for v in last:
+            for e_ in range(n):
+                if e_ != src:
+                    yield e_, src, Lin.var(x[(v, e_)], float(ev.out[v]) * ev.inv_bw[e_, src])
 
     comm = Lin()
     for (k, e_, d), qv in sent.items():
@@ -1172,22 +1171,17 @@ def build_model(ng: NeuronGraph, cluster: Cluster, solver: str = "highs", object
                         b.at_most(Lin.var(x[(int(v), d)]) + Lin.var(u, -1.0), 0)
                     ex = ex + Lin.var(u, cluster.stage_overhead_s)
             b.at_least(B, ex)
-        if cluster.link == "shared":      # every link's busy seconds (link_expr), summed
+        if cluster.link == "shared":      # one channel: every link's time, summed
             tot = Lin()
-            for mv in m.values():
-                tot = tot + Lin.var(mv, lat)
-            for (k, a, c), qv in sent.items():
-                tot = tot + Lin.var(qv, float(ng.cls_bytes[k]) * (ev.inv_bw[a, c] if a is not None else uniform))
-            for v in last:
-                for e_ in range(n):
-                    if e_ != src:
-                        tot = tot + Lin.var(x[(v, e_)], float(ev.out[v]) * ev.inv_bw[e_, src])
+            for _, _, term in link_terms():
+                tot = tot + term
             b.at_least(B, tot)
-        else:
-            for e_ in range(n):
-                for d in range(n):
-                    if e_ != d:
-                        b.at_least(B, link_expr(e_, d))
+        else:                             # a mesh: each link on its own
+            busy = {(e_, d): Lin() for e_ in range(n) for d in range(n) if e_ != d}
+            for a, c, term in link_terms():
+                busy[(a, c)] = busy[(a, c)] + term
+            for ex in busy.values():
+                b.at_least(B, ex)
         b.minimize(B)
     else:
         C = b.quantity("comm_bytes", float(ng.cls_bytes.sum() * n + ev.out.sum()))
