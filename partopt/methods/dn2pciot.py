@@ -960,8 +960,7 @@ def excludes(ng: NeuronGraph, ev: "Evaluator", s: int, t: int) -> bool:
     """True when no device can hold every vertex of stage ``t`` and a vertex of stage ``s``: the
     parameter bytes of all of t, plus the fewest bytes of keys a vertex of s adds to them, plus
     :func:`stage_reserve` of t, exceed every device's memory (bytes)."""
-    holders = _key_holders(ng)
-    keys_t = {kk for kk, vs in holders.items() if any(ev.stage_of[v] == t for v in vs)}
+    keys_t = {int(kk) for kk, v in zip(ng.hold_k, ng.hold_v) if ev.stage_of[int(v)] == t}
     own: dict[int, set] = {}
     for kk, v in zip(ng.hold_k, ng.hold_v):
         if ev.stage_of[int(v)] == s:
